@@ -1,0 +1,37 @@
+# The two commands: `make demo` (quickstart on bundled data) and `make test` (the whole test suite, as CI runs it).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/clusterloss quickstart
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" -x
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks || true
+
+bench: $(STAMP)
+	$(PY) benchmarks/loss_speed.py
+	$(PY) benchmarks/data_speed.py
+	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/train_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
