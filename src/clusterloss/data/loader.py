@@ -1,0 +1,104 @@
+"""From index batches to normalized float batches on the training device.
+
+``DeviceBatchLoader``: sampler indices -> gather from the in-memory uint8 tensor -> device -> random
+crop+flip -> normalize. ``iterate_in_order``: the same without augmentation, in dataset order, for
+evaluation and embedding extraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+
+from clusterloss.data.augment import normalize, random_crop_flip
+from clusterloss.data.dataset import ImageDataset
+
+__all__ = ["DeviceBatchLoader", "iterate_in_order"]
+
+# Datasets up to this size are copied to an accelerator once, so each batch is gathered there.
+_DEVICE_CACHE_BYTES = 4 << 30
+
+
+def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
+
+
+class DeviceBatchLoader:
+    """Yields ``(images float32 [P*K, C, H, W] normalized, labels int64 [P*K])`` on ``device``.
+
+    Args:
+        dataset: an ``ImageDataset`` (uint8 images [N, C, H, W], int64 labels [N]).
+        sampler: iterable of index lists, e.g. ``ClassBalancedBatchSampler`` (``len()`` and ``set_epoch``
+            are passed through).
+        device: where batches are produced; on an accelerator the whole uint8 dataset is kept there when
+            it is at most 4 GiB (``cache_on_device=None``), else each batch is gathered on the CPU and copied.
+        mean, std: per-channel statistics of the training images in [0, 1] units.
+        augment: random crop (zero ``padding``) + horizontal flip per image.
+        generator: optional ``torch.Generator`` on ``device`` (or CPU) for the augmentation draws.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        sampler: Iterable[Sequence[int]],
+        device: str | torch.device,
+        mean: Sequence[float] | torch.Tensor,
+        std: Sequence[float] | torch.Tensor,
+        augment: bool = True,
+        padding: int = 4,
+        generator: torch.Generator | None = None,
+        cache_on_device: bool | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.sampler = sampler
+        self.device = torch.device(device)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        self.augment = augment
+        self.padding = padding
+        self.generator = generator
+        images = dataset.images
+        if cache_on_device is None:
+            cache_on_device = self.device.type != "cpu" and images.numel() <= _DEVICE_CACHE_BYTES
+        self._images = images.to(self.device) if cache_on_device else images
+        self._labels = dataset.labels.to(self.device) if cache_on_device else dataset.labels
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch_indices in self.sampler:
+            index = torch.as_tensor(batch_indices, dtype=torch.int64)
+            if self._images.device == self.device:
+                index = index.to(self.device)
+                images, labels = self._images[index], self._labels[index]
+            else:
+                images = _to_device(self._images[index], self.device)
+                labels = _to_device(self._labels[index], self.device)
+            if self.augment:
+                images = random_crop_flip(images, self.padding, self.generator)
+            yield normalize(images, self.mean, self.std), labels
+
+
+def iterate_in_order(
+    dataset: ImageDataset,
+    batch_size: int,
+    device: str | torch.device,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive batches ``(float images normalized, int64 labels)`` on ``device`` in dataset order, no
+    augmentation; the last batch may be smaller."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    for start in range(0, len(dataset), batch_size):
+        images = _to_device(dataset.images[start : start + batch_size], device)
+        labels = _to_device(dataset.labels[start : start + batch_size], device)
+        yield normalize(images, mean, std), labels

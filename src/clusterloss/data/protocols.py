@@ -1,0 +1,114 @@
+"""build_splits(): which images train the embedding and which evaluate it.
+
+Protocols (class ids are always the dataset's ORIGINAL ids, so ``class_names`` stay valid):
+
+* ``closed``: train = the train split, eval = the test split, all classes (the original CIFAR recipe).
+* ``zero_shot``: the classes, sorted by id, are halved; train = train-split images of the first
+  ``ceil(C / 2)`` classes, eval = TEST-split images of the other classes (the unseen-class protocol of
+  deep metric learning, evaluated on images never used in training of any class).
+* ``train_classes=[...]`` (overrides the protocol's class choice): train = train-split images of those
+  classes, eval = test-split images of all remaining classes.
+
+``validation=True`` (hyper-parameter selection; never touches the test split): the training classes, in
+ascending id order, are cut; the last ``max(1, round(len / 3))`` of them become the validation classes.
+eval = their train-split images, and they are removed from train. Validation is thus always a class-disjoint
+retrieval/clustering problem (as the final zero-shot evaluation), also under ``closed``.
+
+``mean`` / ``std`` are the per-channel statistics of the final training images, in [0, 1] units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clusterloss.data.augment import channel_stats
+from clusterloss.data.dataset import ImageDataset
+from clusterloss.data.registry import load_dataset
+
+__all__ = ["Splits", "build_splits", "PROTOCOLS"]
+
+PROTOCOLS = ("closed", "zero_shot")
+
+
+@dataclass
+class Splits:
+    """train / eval ImageDatasets and the training images' per-channel mean/std (float32 [C], 0..1 units)."""
+
+    train: ImageDataset
+    eval: ImageDataset
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def _check_classes(train_classes: Sequence[int], num_classes: int) -> list[int]:
+    classes = sorted({int(c) for c in train_classes})
+    if len(classes) != len(list(train_classes)):
+        raise ValueError("train_classes contains duplicates")
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"train_classes {bad} are not class ids of this dataset (0..{num_classes - 1})")
+    if not classes:
+        raise ValueError("train_classes is empty")
+    return classes
+
+
+def split_datasets(
+    train_split: ImageDataset,
+    test_split: ImageDataset,
+    protocol: str = "closed",
+    train_classes: Sequence[int] | None = None,
+    validation: bool = False,
+) -> tuple[ImageDataset, ImageDataset]:
+    """The (train, eval) pair of ``build_splits`` from already loaded train and test splits."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS} (or pass train_classes)")
+    num_classes = train_split.num_classes
+    all_classes = list(range(num_classes))
+    if train_classes is not None:
+        chosen = _check_classes(train_classes, num_classes)
+        held_out = [c for c in all_classes if c not in set(chosen)]
+        if not held_out and not validation:
+            raise ValueError(
+                "train_classes lists every class, leaving none to evaluate; use protocol='closed'"
+            )
+    elif protocol == "zero_shot":
+        chosen = all_classes[: math.ceil(num_classes / 2)]
+        held_out = all_classes[len(chosen) :]
+    else:
+        chosen, held_out = all_classes, all_classes
+
+    if validation:
+        num_val = max(1, round(len(chosen) / 3))
+        if len(chosen) - num_val < 1:
+            raise ValueError(f"validation needs at least 2 training classes, got {len(chosen)}")
+        fit, val = chosen[:-num_val], chosen[-num_val:]
+        return (
+            train_split.of_classes(fit, split="train"),
+            train_split.of_classes(val, split="train-validation"),
+        )
+    if protocol == "closed" and train_classes is None:
+        return train_split, test_split
+    return train_split.of_classes(chosen, split="train"), test_split.of_classes(held_out, split="test")
+
+
+def build_splits(
+    name: str,
+    root: str | Path | None = None,
+    protocol: str = "closed",
+    train_classes: Sequence[int] | None = None,
+    validation: bool = False,
+    download: bool = False,
+) -> Splits:
+    """Load dataset ``name`` and split it by ``protocol`` (see the module docstring for the exact rules)."""
+    train_split = load_dataset(name, "train", root, download)
+    test_split = None if validation else load_dataset(name, "test", root, download)
+    if test_split is None:  # validation never reads the test split; an empty stand-in keeps one code path
+        test_split = train_split.subset(torch.empty(0, dtype=torch.int64), split="test")
+    train, evaluation = split_datasets(train_split, test_split, protocol, train_classes, validation)
+    mean, std = channel_stats(train.images)
+    return Splits(train=train, eval=evaluation, mean=mean, std=std)

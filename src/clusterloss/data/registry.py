@@ -1,0 +1,50 @@
+"""DATASETS registry and load_dataset(): one entry point for every supported dataset."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+from clusterloss.data.dataset import ImageDataset
+
+__all__ = ["DATASETS", "load_dataset", "dataset_names"]
+
+# name -> "module:function"; the function is called as fn(split, root, download) -> ImageDataset.
+# Resolved lazily so that importing the package doesn't import every format reader.
+DATASETS: dict[str, str] = {
+    "digits": "clusterloss.data.digits:load_digits",
+}
+
+
+def dataset_names() -> list[str]:
+    return sorted(DATASETS)
+
+
+def _resolve(name: str) -> Callable[..., ImageDataset]:
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, DATASETS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}.{hint}")
+    module_name, function_name = DATASETS[name].split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def load_dataset(
+    name: str, split: str, root: str | Path | None = None, download: bool = False
+) -> ImageDataset:
+    """Load ``split`` ("train" or "test") of dataset ``name`` from ``root``.
+
+    Returns an ``ImageDataset`` (uint8 images [N, C, H, W], int64 labels [N] 0-based, class_names, ...)
+    in the order of the source files. ``digits`` needs no root; the others read their official files
+    under ``root`` (see each module), fetching them first when ``download=True`` and that is possible.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(
+            f"split must be 'train' or 'test' (for ImageNet, test = official validation), got {split!r}"
+        )
+    loader = _resolve(name)
+    if name != "digits" and root is None:
+        raise ValueError(f"dataset {name!r} needs root= (the folder holding its files)")
+    return loader(split, None if root is None else Path(root), download)
