@@ -1,0 +1,68 @@
+"""Loss registry: ``build_loss(name, embedding_dim, num_classes, **options) -> nn.Module``.
+
+Every built loss is called as ``loss(embeddings [B, D], labels [B]) -> scalar``. Losses with parameters
+(``proxy_anchor``'s proxies) expose them through ``.parameters()`` so the trainer optimizes and checkpoints
+them with the model.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from torch import nn
+
+from .. import distributed
+from . import baselines
+
+
+class GlobalBatchFacilityLocation(nn.Module):
+    """The facility-location loss computed on the all-gathered global batch under DDP (identity otherwise)."""
+
+    def __init__(self, margin_multiplier: float = 1.0, margin_type: str = "nmi", pam_iterations: int = 5,
+                 **options) -> None:
+        super().__init__()
+        from .facility_location import FacilityLocationLoss  # another module of the package; built separately
+
+        self.loss = FacilityLocationLoss(margin_multiplier=margin_multiplier, margin_type=margin_type,
+                                         pam_iterations=pam_iterations, **options)
+
+    def forward(self, embeddings, labels):
+        labels = labels.reshape(-1)
+        return self.loss(distributed.all_gather_with_grad(embeddings), distributed.all_gather_no_grad(labels))
+
+
+def _facility_location(num_classes: int, embedding_dim: int, **options) -> nn.Module:
+    return GlobalBatchFacilityLocation(**options)
+
+
+def _without_sizes(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def build(num_classes: int, embedding_dim: int, **options) -> nn.Module:
+        return factory(**options)
+    build.__doc__ = factory.__doc__
+    return build
+
+
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "facility_location": _facility_location,
+    "triplet_semihard": _without_sizes(baselines.triplet_semihard),
+    "lifted_structure": _without_sizes(baselines.lifted_structure),
+    "npairs": _without_sizes(baselines.npairs),
+    "contrastive": _without_sizes(baselines.contrastive),
+    "multi_similarity": _without_sizes(baselines.multi_similarity),
+    "proxy_anchor": baselines.proxy_anchor,
+}
+
+
+def build_loss(name: str, embedding_dim: int = 64, num_classes: int | None = None, **options) -> nn.Module:
+    """Build a registered loss. ``num_classes`` is required by ``proxy_anchor`` (one proxy per class)."""
+    if name not in LOSSES:
+        close = difflib.get_close_matches(name, LOSSES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}.{hint}")
+    if name == "proxy_anchor" and not num_classes:
+        raise ValueError("proxy_anchor needs num_classes (number of training classes) for its proxies")
+    try:
+        return LOSSES[name](num_classes=num_classes, embedding_dim=embedding_dim, **options)
+    except TypeError as err:
+        raise ValueError(f"bad options {sorted(options)} for loss {name!r}: {err}") from err

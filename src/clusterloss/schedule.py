@@ -1,0 +1,99 @@
+"""SGD with Nesterov momentum and the learning-rate schedules, stepped once per iteration.
+
+The schedule is a pure function of the global step (``lr_factor``), so resuming restores it exactly from the
+step count alone. Milestones are fractions of the run: ``[0.5, 0.75]`` of 100 epochs divides the lr by 10 at
+the first iteration of epochs 50 and 75, as the per-epoch schedule of the original recipe did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+
+def lr_factor(step: int, total_steps: int, schedule: str = "step", milestones: Sequence[float] = (0.5, 0.75),
+              decay: float = 0.1, warmup_steps: int = 0, min_factor: float = 0.0) -> float:
+    """Multiplier of the base lr at iteration ``step`` (0-based) of ``total_steps``.
+
+    ``step``: ``decay ** (number of milestones m with step >= m * total_steps)``. ``cosine``: from 1 after
+    warm-up down to ``min_factor`` at the end. ``constant``: 1. Warm-up (any schedule) ramps linearly
+    ``(step + 1) / warmup_steps`` over the first ``warmup_steps`` iterations.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        return decay ** sum(step >= round(m * total_steps) for m in milestones)
+    if schedule == "cosine":
+        span = max(total_steps - warmup_steps, 1)
+        progress = min((step - warmup_steps) / span, 1.0)
+        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {schedule!r}; use 'step', 'cosine' or 'constant'")
+
+
+class IterationSchedule:
+    """Sets every param group's lr to ``group["base_lr"] * lr_factor(step)``; state is the step count."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, schedule: str = "step",
+                 milestones: Sequence[float] = (0.5, 0.75), decay: float = 0.1, warmup_steps: int = 0,
+                 min_factor: float = 0.0) -> None:
+        self.optimizer = optimizer
+        self.kwargs = dict(total_steps=total_steps, schedule=schedule, milestones=tuple(milestones),
+                           decay=decay, warmup_steps=warmup_steps, min_factor=min_factor)
+        lr_factor(0, **self.kwargs)  # validate the schedule name now
+        self.step_count = 0
+        self._apply()
+
+    def _apply(self) -> None:
+        factor = lr_factor(self.step_count, **self.kwargs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"step": self.step_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step"])
+        self._apply()
+
+
+def _is_no_decay(name: str, param: nn.Parameter, module_types: dict[str, type]) -> bool:
+    owner = name.rsplit(".", 1)[0] if "." in name else ""
+    return param.dim() <= 1 or name.endswith(".bias") or issubclass(module_types.get(owner, object),
+                                                                       nn.modules.batchnorm._NormBase)
+
+
+def build_sgd(model: nn.Module, loss: nn.Module, lr: float, momentum: float = 0.9, nesterov: bool = True,
+              weight_decay: float = 1e-4, no_decay_bn_bias: bool = False,
+              loss_lr_multiplier: float = 1.0) -> torch.optim.SGD:
+    """SGD over the model's parameters (and the loss's, e.g. proxies, at ``lr * loss_lr_multiplier``).
+
+    With ``no_decay_bn_bias`` BatchNorm weights/biases and all biases go to a group without weight decay.
+    Groups carry ``base_lr`` for ``IterationSchedule``. Group order is fixed, so optimizer state loads back.
+    """
+    module_types = {name: type(m) for name, m in model.named_modules()}
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            exempt = no_decay_bn_bias and _is_no_decay(name, param, module_types)
+            (no_decay if exempt else decay).append(param)
+    groups: list[dict] = [{"params": decay, "weight_decay": weight_decay, "base_lr": lr, "name": "model"}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "base_lr": lr, "name": "model_no_decay"})
+    loss_params: Iterable[nn.Parameter] = [p for p in loss.parameters() if p.requires_grad]
+    if loss_params:
+        groups.append({"params": list(loss_params), "weight_decay": 0.0, "base_lr": lr * loss_lr_multiplier,
+                       "name": "loss"})
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                           weight_decay=weight_decay)
