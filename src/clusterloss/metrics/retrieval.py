@@ -1,0 +1,300 @@
+"""Retrieval metrics on an embedding: Recall@K, Precision@1, R-Precision and MAP@R.
+
+Every sample is a query against all the *other* samples (leave-one-out, self excluded by index, not by
+distance: an exact duplicate of the query is a legitimate neighbour at distance 0). Distances are Euclidean on
+the embeddings as given (no normalisation is applied here).
+
+Definitions (Musgrave, Belongie, Lim, "A Metric Learning Reality Check", ECCV 2020, Sec. 3.2):
+
+* ``R`` of a query is the number of *other* samples that share its label (class size - 1).
+* Recall@K: 1 if any of the K nearest neighbours shares the query's label, else 0 (the metric-learning
+  Recall@K of Song et al. 2016 and of this project's paper, not the information-retrieval recall).
+  A query whose class is smaller than K is treated like any other: it counts if one of its (fewer than K)
+  positives is among its K nearest neighbours. K larger than N - 1 is clamped to N - 1.
+* Precision@1: 1 if the nearest neighbour shares the label (equals Recall@1).
+* R-Precision: (positives among the R nearest neighbours) / R.
+* MAP@R: (1/R) * sum_{i=1..R} P(i) * rel(i), with P(i) the precision among the i nearest neighbours and
+  rel(i) = 1 if the i-th neighbour is a positive.
+
+Singleton classes: a query with R = 0 has no positive, so every metric is undefined for it; such queries are
+**excluded from all four metrics** (numerator and denominator), exactly as pytorch-metric-learning's
+``AccuracyCalculator`` excludes "lone" queries. Their number is reported as ``excluded_queries``. If every
+query is a singleton the metrics are NaN.
+
+Ties in distance: neighbours are ordered by (distance, index) ascending, so among equal computed distances
+the sample with the lower index ranks first. This makes every metric deterministic. Exactness note: "equal"
+means equal float32 values as computed by the backend (torch: ||q||^2 + ||r||^2 - 2 q.r via a matmul; faiss:
+its own kernels), so the two backends agree on ties between exact duplicates but may order pairs whose true
+distances differ only in the last float32 bits differently.
+
+Scale: never builds an N x N matrix. Queries are processed in chunks; each chunk's top-k list is reduced to
+per-query scores at once, so memory is O(chunk * N) for the torch backend and O(chunk * k) for faiss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+try:  # faiss is optional (pip install faiss-cpu); the torch backend gives the same answers.
+    import faiss
+except ImportError:  # pragma: no cover - exercised only where faiss is absent
+    faiss = None
+
+__all__ = [
+    "BACKENDS",
+    "iter_knn",
+    "nearest_neighbors",
+    "retrieval_metrics",
+    "recall_at_k",
+    "precision_at_1",
+    "r_precision",
+    "map_at_r",
+]
+
+BACKENDS = ("auto", "faiss", "torch")
+# Bytes of scratch memory one query chunk may use (distance block for torch, top-k lists for faiss).
+_CHUNK_BYTES = 256 * 2**20
+
+
+def _as_float_tensor(embeddings) -> torch.Tensor:
+    x = torch.as_tensor(embeddings)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D [N, D], got shape {tuple(x.shape)}")
+    if x.shape[0] < 2:
+        raise ValueError(f"need at least 2 samples to retrieve neighbours, got {x.shape[0]}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"embeddings must be floating point, got {x.dtype}; cast with .float()")
+    x = x.detach().float().contiguous()
+    if not torch.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or Inf; check the model output (e.g. a diverged run)")
+    return x
+
+
+def _as_label_ids(labels, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (any integer ids) -> (dense ids [N] int64 in 0..C-1, class sizes [C])."""
+    y = torch.as_tensor(labels)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"labels must be 1-D with one entry per embedding ({n}), got shape {tuple(y.shape)}")
+    if torch.is_floating_point(y) or y.dtype == torch.bool:
+        if torch.is_floating_point(y) and not torch.equal(y, y.round()):
+            raise ValueError("labels must be integer class ids, got non-integer floats")
+        y = y.long()
+    _, ids, counts = torch.unique(y.to(device), return_inverse=True, return_counts=True)
+    return ids.long(), counts
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "faiss" and faiss is None:
+        raise ValueError("backend='faiss' needs faiss (pip install faiss-cpu); or use backend='torch'")
+    if backend == "auto":
+        # faiss-cpu is several times faster than a torch matmul + topk on CPU; on GPU torch is used.
+        return "faiss" if faiss is not None and device.type == "cpu" else "torch"
+    return backend
+
+
+def _sort_by_distance_then_index(dist: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Order each row by (distance, index): sort by index, then a stable sort by distance."""
+    order = torch.argsort(idx, dim=1)
+    dist, idx = dist.gather(1, order), idx.gather(1, order)
+    order = torch.sort(dist, dim=1, stable=True).indices
+    return dist.gather(1, order), idx.gather(1, order)
+
+
+def _exact_rows_torch(x: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, k: int):
+    """Full stable sort for a few rows (used where the k-th neighbour is tied): [R, k] dist, idx."""
+    d = (sq[rows, None] + sq[None, :] - 2.0 * (x[rows] @ x.T)).clamp_min_(0)
+    d[torch.arange(len(rows), device=x.device), rows] = float("inf")
+    order = torch.sort(d, dim=1, stable=True).indices[:, :k]
+    return d.gather(1, order), order
+
+
+def _knn_chunk_torch(x, sq, q, k):
+    d = torch.addmm(sq[q, None] + sq[None, :], x[q], x.T, alpha=-2.0).clamp_min_(0)
+    d[torch.arange(len(q), device=x.device), q] = float("inf")  # self excluded by index
+    dist, idx = torch.topk(d, k, dim=1, largest=False, sorted=False)
+    # topk picks arbitrarily among values tied with the k-th one; such rows get an exact stable sort.
+    kth = dist.max(dim=1, keepdim=True).values
+    tied = (d <= kth).sum(dim=1) > k
+    dist, idx = _sort_by_distance_then_index(dist, idx)
+    if tied.any():
+        rows = tied.nonzero()[:, 0]
+        dist[rows], idx[rows] = _exact_rows_torch(x, sq, q[rows], k)
+    return dist, idx
+
+
+def _knn_chunk_faiss(index, x, xn, sq, q, k):
+    n = xn.shape[0]
+    want = min(k + 2, n)  # self + k neighbours + one more to detect a tie at the k-th place
+    dist, idx = index.search(xn[q.numpy()], want)
+    dist, idx = torch.from_numpy(dist), torch.from_numpy(idx)
+    is_self = idx == q[:, None]
+    # With many duplicates at distance 0 the query itself may fall outside the list: drop the last instead.
+    missing = ~is_self.any(dim=1)
+    is_self[missing, -1] = True
+    keep = want - 1
+    dist = dist[~is_self].view(len(q), keep)
+    idx = idx[~is_self].view(len(q), keep)
+    dist, idx = _sort_by_distance_then_index(dist, idx)
+    if keep > k:
+        tied = dist[:, k - 1] == dist[:, k]
+        dist, idx = dist[:, :k].contiguous(), idx[:, :k].contiguous()
+        if tied.any():
+            rows = tied.nonzero()[:, 0]
+            dist[rows], idx[rows] = _exact_rows_torch(x, sq, q[rows], k)
+    return dist, idx
+
+
+def iter_knn(
+    embeddings,
+    k: int,
+    *,
+    query_indices=None,
+    backend: str = "auto",
+    chunk_size: int | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Exact k nearest neighbours of each query among all other samples, streamed by query chunk.
+
+    Args:
+        embeddings: [N, D] float (numpy or torch; CPU or CUDA for the torch backend).
+        k: neighbours per query, 1 <= k <= N - 1.
+        query_indices: optional [Q] int64 subset of rows to use as queries (default: all N).
+        backend: "auto" (faiss on CPU when installed, else torch), "faiss" or "torch".
+        chunk_size: queries per chunk (default: sized to ~256 MB of scratch memory).
+
+    Yields:
+        (queries [B] int64, distances [B, k] float32 squared Euclidean, indices [B, k] int64), rows
+        ordered by (distance, index); the query itself never appears among its neighbours.
+    """
+    x = _as_float_tensor(embeddings)
+    n = x.shape[0]
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k must be in [1, N - 1] = [1, {n - 1}], got {k}")
+    backend = _resolve_backend(backend, x.device)
+    queries = torch.arange(n) if query_indices is None else torch.as_tensor(query_indices).long().cpu()
+    if queries.numel() and (queries.min() < 0 or queries.max() >= n):
+        raise ValueError(f"query_indices must lie in [0, {n - 1}]")
+    sq = (x * x).sum(dim=1)
+    if backend == "faiss":
+        x = x.cpu()
+        sq = sq.cpu()
+        xn = x.numpy()
+        index = faiss.IndexFlatL2(x.shape[1])
+        index.add(xn)
+        step = chunk_size or max(1, min(8192, _CHUNK_BYTES // (12 * (k + 2))))
+    else:
+        step = chunk_size or max(1, min(4096, _CHUNK_BYTES // (9 * n)))
+    for start in range(0, len(queries), step):
+        q = queries[start : start + step]
+        if backend == "faiss":
+            dist, idx = _knn_chunk_faiss(index, x, xn, sq, q, k)
+        else:
+            dist, idx = _knn_chunk_torch(x, sq, q.to(x.device), k)
+        yield q, dist, idx
+
+
+def nearest_neighbors(embeddings, k: int, *, query_indices=None, backend: str = "auto"):
+    """All k nearest neighbours at once: (distances [Q, k] float32 squared L2, indices [Q, k] int64).
+
+    Memory is Q * k; for large N use :func:`iter_knn` or :func:`retrieval_metrics`, which stream.
+    """
+    parts = list(iter_knn(embeddings, k, query_indices=query_indices, backend=backend))
+    if not parts:
+        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
+    return torch.cat([p[1].cpu() for p in parts]), torch.cat([p[2].cpu() for p in parts])
+
+
+def _check_ks(ks: Sequence[int]) -> list[int]:
+    ks = [int(k) for k in ks]
+    if any(k < 1 for k in ks):
+        raise ValueError(f"every K in ks must be >= 1, got {ks}")
+    return ks
+
+
+def retrieval_metrics(
+    embeddings,
+    labels,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    *,
+    r_metrics: bool = True,
+    query_indices=None,
+    backend: str = "auto",
+) -> dict[str, float]:
+    """Recall@K for each K, Precision@1, R-Precision and MAP@R in one streamed kNN pass.
+
+    Args:
+        embeddings: [N, D] float.
+        labels: [N] integer class ids (any values).
+        ks: the K of Recall@K.
+        r_metrics: also compute R-Precision and MAP@R (needs k = largest class size - 1 neighbours).
+        query_indices: optional [Q] subset of queries (still searched against all N samples).
+        backend: see :func:`iter_knn`.
+
+    Returns:
+        {"recall@K": ..., "precision@1": ..., "r_precision": ..., "map@r": ...,
+         "queries": number of scored queries, "excluded_queries": singleton-class queries left out}.
+        Scores are means over non-singleton queries in [0, 1] (NaN if there are none).
+    """
+    x = _as_float_tensor(embeddings)
+    n = x.shape[0]
+    ids, counts = _as_label_ids(labels, n, "cpu")
+    ks = _check_ks(ks)
+    r_all = counts[ids] - 1  # [N] positives per query
+    queries = torch.arange(n) if query_indices is None else torch.as_tensor(query_indices).long().cpu()
+    r_q = r_all[queries]
+    scored = r_q > 0
+    k_needed = max(ks)
+    if r_metrics and scored.any():
+        k_needed = max(k_needed, int(r_q.max()))
+    k_needed = min(k_needed, n - 1)
+
+    sums = {f"recall@{k}": 0.0 for k in ks}
+    sums.update({"precision@1": 0.0, "r_precision": 0.0, "map@r": 0.0})
+    positions = torch.arange(1, k_needed + 1, dtype=torch.float64)
+    for q, _, idx in iter_knn(x, k_needed, query_indices=queries[scored], backend=backend):
+        hits = ids[idx.cpu()] == ids[q][:, None]  # [B, k]
+        for k in ks:
+            sums[f"recall@{k}"] += hits[:, : min(k, k_needed)].any(dim=1).sum().item()
+        sums["precision@1"] += hits[:, 0].sum().item()
+        if r_metrics:
+            r = r_all[q]
+            within_r = positions[None, :] <= r[:, None]
+            rel = (hits & within_r).double()
+            sums["r_precision"] += (rel.sum(dim=1) / r).sum().item()
+            precision_at_i = rel.cumsum(dim=1) / positions
+            sums["map@r"] += ((precision_at_i * rel).sum(dim=1) / r).sum().item()
+    n_scored = int(scored.sum())
+    out = {key: (value / n_scored if n_scored else float("nan")) for key, value in sums.items()}
+    if not r_metrics:
+        del out["r_precision"], out["map@r"]
+    out["queries"] = n_scored
+    out["excluded_queries"] = int((~scored).sum())
+    return out
+
+
+def recall_at_k(
+    embeddings, labels, ks: Sequence[int] = (1, 2, 4, 8), *, backend: str = "auto"
+) -> dict[int, float]:
+    """Recall@K for each K in ``ks`` -> {K: value}. Singleton-class queries excluded (see module doc)."""
+    scores = retrieval_metrics(embeddings, labels, ks, r_metrics=False, backend=backend)
+    return {int(k): scores[f"recall@{int(k)}"] for k in ks}
+
+
+def precision_at_1(embeddings, labels, *, backend: str = "auto") -> float:
+    """Fraction of (non-singleton) queries whose nearest other sample shares their label."""
+    return retrieval_metrics(embeddings, labels, (1,), r_metrics=False, backend=backend)["precision@1"]
+
+
+def r_precision(embeddings, labels, *, backend: str = "auto") -> float:
+    """Mean over non-singleton queries of (positives among the R nearest) / R, R = class size - 1."""
+    return retrieval_metrics(embeddings, labels, (1,), backend=backend)["r_precision"]
+
+
+def map_at_r(embeddings, labels, *, backend: str = "auto") -> float:
+    """Mean over non-singleton queries of (1/R) sum_{i<=R} P(i) rel(i) (Musgrave et al. 2020)."""
+    return retrieval_metrics(embeddings, labels, (1,), backend=backend)["map@r"]
