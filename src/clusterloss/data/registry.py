@@ -15,6 +15,8 @@ __all__ = ["DATASETS", "load_dataset", "dataset_names"]
 # Resolved lazily so that importing the package doesn't import every format reader.
 DATASETS: dict[str, str] = {
     "digits": "clusterloss.data.digits:load_digits",
+    "cifar10": "clusterloss.data.cifar:load_cifar10",
+    "cifar100": "clusterloss.data.cifar:load_cifar100",
 }
 
 

@@ -1,0 +1,217 @@
+"""Writers for small dataset files in the exact official formats, and a local HTTP server for downloads.
+
+``OfficialPickler`` reproduces how the official files were written: CIFAR with Python 2's cPickle
+(protocol 2, ``str`` = byte strings as SHORT_BINSTRING/BINSTRING, arrays rebuilt through
+``numpy.core.multiarray._reconstruct``); downsampled ImageNet with Python 3 (protocol 3, same numpy global).
+It re-creates the shared real CIFAR-10 files byte for byte (checked in test_data_cifar.py).
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import pickle
+import struct
+import tarfile
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
+
+
+class OfficialPickler(pickle._Pickler):
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def __init__(self, file, protocol: int = 2):
+        super().__init__(file, protocol=protocol)
+
+    def _save_py2_str(self, obj: bytes) -> None:
+        if self.proto >= 3:
+            return pickle._Pickler.save_bytes(self, obj)
+        header = (
+            pickle.SHORT_BINSTRING + bytes([len(obj)])
+            if len(obj) < 256
+            else (pickle.BINSTRING + struct.pack("<i", len(obj)))
+        )
+        self.write(header + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+    def save_global(self, obj, name=None):
+        if obj is _reconstruct:  # numpy >= 2 calls it numpy._core.multiarray; the official files predate that
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+def official_pickle_bytes(obj, protocol: int = 2) -> bytes:
+    buffer = io.BytesIO()
+    OfficialPickler(buffer, protocol).dump(obj)
+    return buffer.getvalue()
+
+
+def write_official_pickle(path: Path, obj, protocol: int = 2) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(official_pickle_bytes(obj, protocol))
+
+
+def _images(rng, n, side=32):
+    return rng.integers(0, 256, size=(n, 3 * side * side), dtype=np.uint8)
+
+
+def write_cifar10(root: Path, per_batch: int = 12, seed: int = 0) -> dict:
+    """cifar-10-batches-py/ with 5 train batches and a test batch of ``per_batch`` images each."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    write_official_pickle(
+        folder / "batches.meta",
+        {b"num_cases_per_batch": per_batch, b"label_names": [n.encode() for n in names], b"num_vis": 3072},
+    )
+    written = {}
+    for name, label in [(f"data_batch_{i}", f"training batch {i} of 5") for i in range(1, 6)] + [
+        ("test_batch", "testing batch 1 of 1")
+    ]:
+        labels = rng.integers(0, 10, size=per_batch).tolist()
+        data = _images(rng, per_batch)
+        write_official_pickle(
+            folder / name,
+            {
+                b"batch_label": label.encode(),
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [f"img_{i:05d}.png".encode() for i in range(per_batch)],
+            },
+        )
+        written[name] = (data, labels)
+    return written
+
+
+def write_cifar100(root: Path, n_train: int = 30, n_test: int = 10, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    write_official_pickle(
+        folder / "meta",
+        {
+            b"fine_label_names": [f"fine_{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse_{i}".encode() for i in range(20)],
+        },
+    )
+    written = {}
+    for name, n, label in [
+        ("train", n_train, "training batch 1 of 1"),
+        ("test", n_test, "testing batch 1 of 1"),
+    ]:
+        fine = rng.integers(0, 100, size=n).tolist()
+        coarse = [f // 5 for f in fine]
+        data = _images(rng, n)
+        write_official_pickle(
+            folder / name,
+            {
+                b"filenames": [f"f{i}.png".encode() for i in range(n)],
+                b"batch_label": label.encode(),
+                b"fine_labels": fine,
+                b"coarse_labels": coarse,
+                b"data": data,
+            },
+        )
+        written[name] = (data, fine, coarse)
+    return written
+
+
+def write_imagenet(root: Path, side: int = 8, per_batch: int = 7, npz: bool = False, seed: int = 0) -> dict:
+    """Imagenet{side}_train/train_data_batch_1..10 and Imagenet{side}_val/val_data (labels 1..1000)."""
+    rng = np.random.default_rng(seed)
+    suffix = "_npz" if npz else ""
+    files = [(f"Imagenet{side}_train{suffix}/train_data_batch_{i}", per_batch) for i in range(1, 11)]
+    files.append((f"Imagenet{side}_val{suffix}/val_data", per_batch + 3))
+    written = {}
+    for relative, n in files:
+        data = _images(rng, n, side)
+        labels = rng.integers(1, 1001, size=n).tolist()
+        content = {"data": data, "labels": labels, "mean": data.mean(axis=0)}
+        path = root / relative
+        if npz:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(str(path) + ".npz", **content)
+        else:
+            write_official_pickle(path, content, protocol=3)
+        written[relative] = (data, labels)
+    return written
+
+
+def make_tar_gz(source: Path, folder: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(source / folder, arcname=folder)
+    return buffer.getvalue()
+
+
+class ArchiveServer:
+    """http.server on 127.0.0.1 in a thread; ``cut_after`` bytes makes it close mid-body."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.cut_after: int | None = None
+        self.requests = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                server.requests += 1
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.cut_after is None:
+                    self.wfile.write(body)
+                else:
+                    self.wfile.write(body[: server.cut_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def archive_server():
+    server = ArchiveServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def official():
+    """The writers above (test modules can't import this conftest by name: tests/conftest.py shadows it)."""
+    return SimpleNamespace(
+        pickle_bytes=official_pickle_bytes,
+        write_pickle=write_official_pickle,
+        cifar10=write_cifar10,
+        cifar100=write_cifar100,
+        imagenet=write_imagenet,
+        tar_gz=make_tar_gz,
+    )
