@@ -17,6 +17,9 @@ DATASETS: dict[str, str] = {
     "digits": "clusterloss.data.digits:load_digits",
     "cifar10": "clusterloss.data.cifar:load_cifar10",
     "cifar100": "clusterloss.data.cifar:load_cifar100",
+    "imagenet16": "clusterloss.data.imagenet:load_imagenet16",
+    "imagenet32": "clusterloss.data.imagenet:load_imagenet32",
+    "imagenet64": "clusterloss.data.imagenet:load_imagenet64",
 }
 
 
