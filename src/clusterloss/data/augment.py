@@ -70,6 +70,25 @@ def _as_channel_tensor(
     return tensor.reshape(1, channels, 1, 1)
 
 
+def normalization_affine(
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    channels: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), float32 [1, C, 1, 1] each, such that ``normalize(x) = x * scale + shift``."""
+    mean_t = _as_channel_tensor(mean, channels, device, "mean")
+    std_t = _as_channel_tensor(std, channels, device, "std")
+    if bool((std_t <= 0).any()):
+        raise ValueError(f"std must be positive, got {std_t.flatten().tolist()}")
+    return 1.0 / (255.0 * std_t), -mean_t / std_t
+
+
+def apply_affine(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float32 ``images * scale + shift`` (one conversion, two in-place passes)."""
+    return images.float().mul_(scale).add_(shift)
+
+
 def normalize(
     images: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
 ) -> torch.Tensor:
@@ -79,13 +98,8 @@ def normalize(
     """
     if images.dim() != 4:
         raise ValueError(f"normalize expects a batch [B, C, H, W], got shape {tuple(images.shape)}")
-    channels = images.shape[1]
-    mean_t = _as_channel_tensor(mean, channels, images.device, "mean")
-    std_t = _as_channel_tensor(std, channels, images.device, "std")
-    if bool((std_t <= 0).any()):
-        raise ValueError(f"std must be positive, got {std_t.flatten().tolist()}")
-    scale = 1.0 / (255.0 * std_t)
-    return torch.addcmul(-mean_t / std_t, images.float(), scale)
+    scale, shift = normalization_affine(mean, std, images.shape[1], images.device)
+    return apply_affine(images, scale, shift)
 
 
 def channel_stats(images: torch.Tensor, chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
