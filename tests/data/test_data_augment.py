@@ -75,3 +75,16 @@ def test_normalize_and_channel_stats():
         normalize(images, [0.5], [0.2, 0.2, 0.2])
     with pytest.raises(ValueError, match="positive"):
         normalize(images, [0.5] * 3, [0.2, 0.0, 0.2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_matches_the_cpu_result_for_the_same_draws():
+    images = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)
+    cpu = random_crop_flip(images, 4, torch.Generator().manual_seed(3))
+    gpu = random_crop_flip(images.cuda(), 4, torch.Generator().manual_seed(3))  # CPU draws, GPU gather
+    assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
+    on_device = random_crop_flip(images.cuda(), 4, torch.Generator(device="cuda").manual_seed(3))
+    assert on_device.shape == images.shape and on_device.dtype == torch.uint8
+    assert torch.allclose(
+        normalize(images.cuda(), [0.5] * 3, [0.2] * 3).cpu(), normalize(images, [0.5] * 3, [0.2] * 3)
+    )

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from clusterloss.data import ClassBalancedBatchSampler, DeviceBatchLoader, iterate_in_order, load_dataset
@@ -39,3 +40,25 @@ def test_iterate_in_order_covers_the_dataset_in_order():
     images = torch.cat([x for x, _ in batches])
     assert torch.equal(torch.cat([y for _, y in batches]), data.labels)
     assert torch.allclose(images, (data.images.float() / 255 - 0.5) / 0.25, atol=1e-5)
+
+
+def test_cpu_thread_setting_is_restored_between_batches():
+    data = load_dataset("digits", "train")
+    before = torch.get_num_threads()
+    loader = DeviceBatchLoader(data, ClassBalancedBatchSampler(data.labels, 2, 2), "cpu", [0.3], [0.4])
+    for _ in loader:
+        assert torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cache_on_device", [True, False])
+def test_batches_land_on_cuda(cache_on_device):
+    data = load_dataset("digits", "train")
+    sampler = ClassBalancedBatchSampler(data.labels, 4, 2)
+    loader = DeviceBatchLoader(
+        data, sampler, "cuda", [0.3], [0.4], augment=False, cache_on_device=cache_on_device
+    )
+    for (images, labels), indices in zip(loader, list(sampler), strict=True):
+        assert images.device.type == "cuda" and labels.device.type == "cuda"
+        assert torch.equal(labels.cpu(), data.labels[indices])
+        assert torch.allclose(images.cpu(), (data.images[indices].float() / 255 - 0.3) / 0.4, atol=1e-5)
