@@ -102,15 +102,17 @@ def normalize(
     return apply_affine(images, scale, shift)
 
 
-def channel_stats(images: torch.Tensor, chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(images: torch.Tensor, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and (population) std of uint8 images [N, C, H, W] in [0, 1] units.
 
-    Accumulates in float64 over chunks of images, so memory stays small even for memory-mapped data.
-    Returns two float32 tensors of shape [C].
+    Accumulates in float64 over chunks of ``chunk_size`` images (default: ~4M values, 32 MB), so memory
+    stays small even for memory-mapped data. Returns two float32 tensors of shape [C].
     """
     if images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"channel_stats expects a non-empty [N, C, H, W] tensor, got {tuple(images.shape)}")
     channels = images.shape[1]
+    if chunk_size is None:
+        chunk_size = max(1, (1 << 22) // images[0].numel())
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
     for start in range(0, images.shape[0], chunk_size):
