@@ -1,0 +1,111 @@
+"""DDP, 2 gloo processes on CPU: same loss and same parameter update as one process on the global batch."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from clusterloss import distributed
+from clusterloss.losses import build_loss
+
+WORLD = 2
+LOSSES = ["facility_location", "multi_similarity", "proxy_anchor"]
+
+
+class TinyNet(torch.nn.Module):
+    """No BatchNorm: per-rank batch statistics would make DDP differ from one process by design."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        return F.normalize(self.linear(x), dim=1)
+
+
+def global_batch():
+    g = torch.Generator().manual_seed(5)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 1, 0, 2, 2, 0, 1])  # each rank's half mixes classes
+    return torch.randn(len(labels), 6, generator=g), labels
+
+
+def one_step(loss_name: str, x: torch.Tensor, y: torch.Tensor, wrap=None):
+    """One SGD step; returns (loss value, model weights after the step, loss parameters after the step)."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    loss_fn = build_loss(loss_name, embedding_dim=4, num_classes=3)
+    net = wrap(model) if wrap else model
+    opt = torch.optim.SGD(list(model.parameters()) + list(loss_fn.parameters()), lr=0.5, momentum=0.9)
+    loss = loss_fn(net(x), y)
+    loss.backward()
+    for p in loss_fn.parameters():  # as Trainer._sync_loss_grads does for parameters outside DDP
+        if wrap and p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
+    opt.step()
+    return loss.detach(), {k: v.detach().clone() for k, v in model.state_dict().items()}, [
+        p.detach().clone() for p in loss_fn.parameters()]
+
+
+def _worker(rank: int, port: int, out_dir: str, losses: list[str]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        x, y = global_batch()
+        part = slice(rank * len(y) // WORLD, (rank + 1) * len(y) // WORLD)
+        results = {name: one_step(name, x[part], y[part], wrap=torch.nn.parallel.DistributedDataParallel)
+                   for name in losses}
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    losses = [n for n in LOSSES if n != "facility_location"]
+    try:
+        import clusterloss.losses.facility_location  # noqa: F401
+        losses = LOSSES
+    except ImportError:
+        pass
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(out), losses), nprocs=WORLD, join=True)
+    return losses, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_name", LOSSES)
+def test_two_processes_match_one_process_on_the_global_batch(ddp_results, loss_name):
+    losses, per_rank = ddp_results
+    if loss_name not in losses:
+        pytest.skip("clusterloss.losses.facility_location is not available")
+    x, y = global_batch()
+    loss, weights, loss_params = one_step(loss_name, x, y)
+    for rank_result in per_rank:
+        r_loss, r_weights, r_params = rank_result[loss_name]
+        torch.testing.assert_close(r_loss, loss, rtol=1e-5, atol=1e-6)
+        for k in weights:
+            torch.testing.assert_close(r_weights[k], weights[k], rtol=1e-5, atol=1e-6)
+        for a, b in zip(r_params, loss_params, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    assert not torch.allclose(TinyNet().linear.weight, weights["linear.weight"])  # the step did move them
+
+
+def test_helpers_are_identities_without_a_process_group():
+    x = torch.randn(3, 2, requires_grad=True)
+    assert distributed.all_gather_with_grad(x) is x and distributed.all_gather_no_grad(x) is x
+    assert (distributed.world_size(), distributed.rank(), distributed.is_main_process()) == (1, 0, True)
+    distributed.scale_grad(x, 3.0).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((3, 2), 3.0))
