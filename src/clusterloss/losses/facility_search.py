@@ -1,0 +1,264 @@
+"""Loss-augmented facility-location inference (greedy + PAM), every candidate of a step scored at once.
+
+Song, Jegelka, Rathod, Murphy, "Deep Metric Learning via Facility Location", CVPR 2017, eqs. (4)-(7).
+With D the pairwise distances, y the true classes (K of them) and S a set of medoids (cluster slots),
+
+    F(S)        = -sum_i min_{s in S} D[s, i]                                   (facility energy, eq. 4)
+    Delta(S)    = 1 - score(y, assignment(S))                                   (structured margin, eq. 5)
+    greedy      S <- S + argmax_c F(S + c) + gamma * Delta(S + c),  K times      (eq. 6, Algorithm 1)
+    PAM         for each slot k: m_k <- argmax_{j in cluster k} -sum_{i in cluster k} D[i, j]
+                                                    + gamma * Delta(S with m_k := j)    (Algorithm 2)
+    F~(y)       = sum_classes -min_{j in class} sum_{i in class} D[i, j]         (ground-truth score)
+
+Semantics follow TensorFlow's ``tf.contrib.losses.metric_learning.cluster_loss`` step by step: candidates in
+ascending index order, first maximum wins; a point goes to its first nearest medoid and every medoid to its
+own slot; PAM takes the clusters once at the start of a pass and sees the slots already updated in that pass.
+
+Speed: a candidate's clustering differs from a *base* clustering only in the points it captures (those it
+is nearer to than their base medoid, plus itself). Every partition score is a function of a few sums over
+cells and columns of the contingency table (``clusterloss.metrics.partition_scores``), so each candidate's
+statistics are the base statistics plus a sparse update over the captured (candidate, point) pairs. There
+is no Python loop over candidates or points: only over the K greedy steps and the PAM passes and slots.
+
+The search runs without gradients, in float64 on the distances' device. Its choices are constants for the
+loss, exactly as in the original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from clusterloss.metrics.partition_scores import expected_mutual_info_table, scores_from_statistics, xlogx
+
+MARGIN_TYPES = ("nmi", "ami", "ari", "vmeasure", "const")
+# Objectives within this relative distance of the best count as tied (round-off of different summation
+# orders); the first of the tied candidates wins.
+TIE_RTOL = 1e-10
+
+
+def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances [B, B] of embeddings [B, D] in the expanded form |a|^2 + |b|^2 - 2ab.
+
+    Squared distances <= 0 (round-off) become exactly 0 with zero gradient; the diagonal is exactly 0.
+    """
+    sq = (embeddings * embeddings).sum(dim=1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (embeddings @ embeddings.T)
+    nonpositive = d2 <= 0
+    root = torch.sqrt(torch.where(nonpositive, torch.ones_like(d2), d2))
+    dist = torch.where(nonpositive, torch.zeros_like(d2), root)
+    eye = torch.eye(dist.shape[0], dtype=torch.bool, device=dist.device)
+    return dist.masked_fill(eye, 0.0)
+
+
+def assign_to_medoids(dist: torch.Tensor, medoids: torch.Tensor) -> torch.Tensor:
+    """Slot of each point [B]: its first nearest medoid, and each medoid its own slot."""
+    pred = torch.argmin(dist[medoids], dim=0)
+    pred[medoids] = torch.arange(medoids.shape[0], device=dist.device)
+    return pred
+
+
+def ground_truth_facility_score(dist: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """F~(y) = sum over classes of -min_{j in class} sum_{i in class} D[i, j] (differentiable, ties share)."""
+    onehot = torch.nn.functional.one_hot(classes, num_classes).to(dist.dtype)  # [B, R]
+    column_sums = onehot.T @ dist  # [R, B]
+    inside = onehot.T.bool()
+    masked = torch.where(inside, column_sums, torch.full_like(column_sums, float("inf")))
+    return -torch.amin(masked, dim=1).sum()
+
+
+@dataclass
+class SearchResult:
+    greedy_medoids: torch.Tensor  # [K] in pick order
+    medoids: torch.Tensor  # [K] after PAM, slot order
+
+
+class _Scorer:
+    """Scores all candidates of a step: base contingency statistics plus sparse captured-point updates."""
+
+    def __init__(self, classes: torch.Tensor, num_classes: int, kind: str, gamma: float, round32: bool):
+        self.y = classes
+        self.r = num_classes
+        self.n = classes.shape[0]
+        self.kind = kind
+        self.gamma = gamma
+        self.round32 = round32
+        dev = classes.device
+        sizes = torch.bincount(classes, minlength=num_classes)
+        grid = torch.arange(self.n + 1, device=dev)
+        self.f = xlogx(grid)  # f[x] = x log x
+        self.h = (
+            expected_mutual_info_table(sizes, self.n, grid)
+            if kind == "ami" and num_classes > 1
+            else torch.zeros(self.n + 1, dtype=torch.float64, device=dev)
+        )
+        self.sum_f_rows = self.f[sizes].sum()
+        self.sum_sq_rows = (sizes.double() ** 2).sum()
+
+    def margin(self, n_cols, sum_f_cells, sum_f_cols, sum_sq_cells, sum_sq_cols, emi) -> torch.Tensor:
+        """gamma-free margin score (clamped at 0 like the original; float32-rounded for float32 inputs)."""
+        score = scores_from_statistics(
+            self.kind, self.n, self.r, n_cols, sum_f_cells, self.sum_f_rows, sum_f_cols,
+            sum_sq_cells, self.sum_sq_rows, sum_sq_cols, emi,
+        )
+        score = score.clamp_min(0.0)
+        if self.round32:
+            score = score.float().double()
+        return score
+
+    def single_cluster(self) -> torch.Tensor:
+        n = torch.tensor(float(self.n), dtype=torch.float64, device=self.y.device)
+        return self.margin(1, self.sum_f_rows, self.f[self.n], self.sum_sq_rows, n * n, self.h[self.n])
+
+    def candidates(self, slot_of: torch.Tensor, num_slots: int, n_cols: int, cand: torch.Tensor,
+                   pt: torch.Tensor, num_cand: int) -> torch.Tensor:
+        """Margin scores [num_cand] of "base clustering, then cand[e] takes point pt[e] into a new slot".
+
+        ``slot_of`` [B] is the base clustering (values < num_slots); no base slot may be emptied by a
+        candidate, and ``n_cols`` is the number of columns of every candidate clustering.
+        """
+        y, f, h = self.y, self.f, self.h
+        dev = y.device
+        cell_of = y * num_slots + slot_of
+        cells = torch.bincount(cell_of, minlength=self.r * num_slots)
+        cols = torch.bincount(slot_of, minlength=num_slots)
+        base_f_cells, base_sq_cells = f[cells].sum(), (cells.double() ** 2).sum()
+        base_f_cols, base_sq_cols, base_h = f[cols].sum(), (cols.double() ** 2).sum(), h[cols].sum()
+
+        _, cell_id = torch.unique(cell_of, return_inverse=True)
+        u = int(cell_id.max()) + 1 if cell_id.numel() else 1
+        ce, pe = cand, pt
+        n_cell = cells[cell_of[pe]]
+        p_cell = torch.bincount(ce * u + cell_id[pe], minlength=num_cand * u)[ce * u + cell_id[pe]]
+        q_key = ce * self.r + y[pe]
+        q_new = torch.bincount(q_key, minlength=num_cand * self.r)[q_key]
+        s_e = slot_of[pe]
+        b_col = cols[s_e]
+        p_col = torch.bincount(ce * num_slots + s_e, minlength=num_cand * num_slots)[ce * num_slots + s_e]
+        p_cell_d, p_col_d = p_cell.double(), p_col.double()
+        per_entry = torch.stack(
+            [
+                (f[n_cell - p_cell] - f[n_cell]) / p_cell_d + torch.log(q_new.double()),  # sum f(cells)
+                p_cell_d - 2.0 * n_cell.double() + q_new.double(),  # sum cells^2
+                (f[b_col - p_col] - f[b_col]) / p_col_d,  # sum f(cols)
+                p_col_d - 2.0 * b_col.double(),  # sum cols^2
+                (h[b_col - p_col] - h[b_col]) / p_col_d,  # EMI over columns
+            ],
+            dim=1,
+        )
+        delta = torch.zeros(num_cand, 5, dtype=torch.float64, device=dev).index_add_(0, ce, per_entry)
+        taken = torch.bincount(ce, minlength=num_cand)
+        taken_d = taken.double()
+        return self.margin(
+            n_cols,
+            base_f_cells + delta[:, 0],
+            base_f_cols + delta[:, 2] + f[taken],
+            base_sq_cells + delta[:, 1],
+            base_sq_cols + delta[:, 3] + taken_d * taken_d,
+            base_h + delta[:, 4] + h[taken],
+        )
+
+
+def _first_best(totals: torch.Tensor) -> torch.Tensor:
+    best = totals.max()
+    near = totals >= best - TIE_RTOL * (1.0 + best.abs())
+    return torch.argmax(near.to(torch.int8))  # first True
+
+
+def greedy_facility_search(dist: torch.Tensor, scorer: _Scorer, k: int) -> torch.Tensor:
+    """Greedy loss-augmented inference: K medoids [K] in pick order."""
+    b = dist.shape[0]
+    dev = dist.device
+    gamma = scorer.gamma
+    totals = -dist.sum(dim=1) + gamma * (1.0 - scorer.single_cluster())
+    first = _first_best(totals)
+    picks = [first]
+    dmin = dist[first].clone()
+    slot = torch.zeros(b, dtype=torch.long, device=dev)
+    chosen = torch.zeros(b, dtype=torch.bool, device=dev)
+    chosen[first] = True
+    for m in range(1, k):
+        captured = dist < dmin[None, :]
+        captured.diagonal().copy_(~chosen)  # a candidate is forced into its own slot
+        cand, pt = torch.nonzero(captured, as_tuple=True)
+        gain = torch.zeros(b, dtype=torch.float64, device=dev).index_add_(0, cand, dist[captured] - dmin[pt])
+        energy = -(dmin.sum() + gain)
+        margin = scorer.candidates(slot, k, m + 1, cand, pt, b)
+        totals = (energy + gamma * (1.0 - margin)).masked_fill(chosen, float("-inf"))
+        c = _first_best(totals)
+        take = captured[c]
+        slot = torch.where(take, m, slot)
+        dmin = torch.where(take, dist[c], dmin)
+        chosen[c] = True
+        picks.append(c)
+    return torch.stack(picks)
+
+
+def _suffix_first_min(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each k, min over rows k.. and the first row attaining it; row K is the +inf sentinel."""
+    kk, b = rows.shape
+    padded = torch.cat([rows, torch.full((1, b), float("inf"), dtype=rows.dtype, device=rows.device)])
+    values = torch.cummin(padded.flip(0), dim=0).values.flip(0)
+    # Row s starts a new suffix minimum iff it attains the suffix minimum from s; the first attaining row
+    # of the suffix from k is the first such "record" row at or after k.
+    idx = torch.arange(kk + 1, device=rows.device)[:, None].expand(kk + 1, b)
+    record_idx = torch.where(padded == values, idx, torch.full_like(idx, kk))
+    first = torch.cummin(record_idx.flip(0), dim=0).values.flip(0)
+    return values, first
+
+
+def pam_refine(dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, iterations: int) -> torch.Tensor:
+    """PAM swaps (Algorithm 2 of the paper): ``iterations`` passes over the slots, no early stop."""
+    k = medoids.shape[0]
+    medoids = medoids.clone()
+    if k == 1:  # one cluster: the margin is the same for every candidate
+        for _ in range(iterations):
+            medoids[0] = _first_best(-dist.sum(dim=0))
+        return medoids
+    dev = dist.device
+    gamma = scorer.gamma
+    slots = torch.arange(k, device=dev)
+    for _ in range(iterations):
+        pred = assign_to_medoids(dist, medoids)
+        order = torch.sort(pred, stable=True).indices
+        bounds = [0] + torch.cumsum(torch.bincount(pred, minlength=k), 0).tolist()
+        suffix_val, suffix_arg = _suffix_first_min(dist[medoids])
+        prefix_val = torch.full_like(dist[0], float("inf"))
+        prefix_arg = torch.full_like(pred, k)
+        for s in range(k):
+            members = order[bounds[s] : bounds[s + 1]]
+            use_prefix = prefix_val <= suffix_val[s + 1]
+            other_val = torch.where(use_prefix, prefix_val, suffix_val[s + 1])
+            other_slot = torch.where(use_prefix, prefix_arg, suffix_arg[s + 1])
+            others = torch.ones(k, dtype=torch.bool, device=dev)
+            others[s] = False
+            other_meds = medoids[others]
+            other_slot[other_meds] = slots[others]
+            rows = dist[members]  # [C, B]
+            captured = (rows < other_val) | ((rows == other_val) & (other_slot > s))
+            captured[:, other_meds] = False
+            captured[torch.arange(members.shape[0], device=dev), members] = True
+            cand, pt = torch.nonzero(captured, as_tuple=True)
+            margin = scorer.candidates(other_slot, k, k, cand, pt, members.shape[0])
+            energy = -rows[:, members].sum(dim=0)  # -sum_{i in cluster} D[i, j] for each member j
+            j = members[_first_best(energy + gamma * (1.0 - margin))]
+            medoids[s] = j
+            better = dist[j] < prefix_val
+            prefix_val = torch.where(better, dist[j], prefix_val)
+            prefix_arg = torch.where(better, s, prefix_arg)
+    return medoids
+
+
+def facility_location_search(
+    dist: torch.Tensor, classes: torch.Tensor, num_classes: int, margin_type: str, gamma: float,
+    pam_iterations: int, round32: bool,
+) -> SearchResult:
+    """Greedy loss-augmented medoids, then PAM; ``dist`` [B, B] detached, ``classes`` [B] in 0..K-1."""
+    if margin_type not in MARGIN_TYPES:
+        raise ValueError(f"unknown margin_type {margin_type!r}; choose one of {MARGIN_TYPES}")
+    dist = dist.detach().to(torch.float64)
+    scorer = _Scorer(classes, num_classes, margin_type, float(gamma), round32)
+    greedy = greedy_facility_search(dist, scorer, num_classes)
+    final = pam_refine(dist, scorer, greedy, pam_iterations) if pam_iterations > 0 else greedy.clone()
+    return SearchResult(greedy_medoids=greedy, medoids=final)
