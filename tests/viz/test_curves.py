@@ -1,0 +1,48 @@
+"""Training curves from metrics.jsonl."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clusterloss.viz.curves import curves, plot_curves, read_metrics
+
+
+def rows(epochs=3, steps=4):
+    out, step = [], 0
+    for e in range(epochs):
+        for _ in range(steps):
+            step += 1
+            out.append({"epoch": e, "step": step, "split": "train", "loss": 1.0 / step, "lr": 0.1})
+        out.append({"epoch": e + 1, "step": step, "split": "eval", "nmi": 0.5 + 0.1 * e, "recall@1": 0.6})
+    return out
+
+
+def test_read_metrics_skips_blank_and_truncated_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows()) + "\n\n{\"epoch\": 3, \"st")
+    assert read_metrics(path) == rows()
+
+
+def test_train_rows_sit_at_fractional_epochs_and_eval_rows_at_epochs():
+    fig = plot_curves(rows(), title="demo")
+    loss_ax, lr_ax, nmi_ax, r1_ax = fig.axes
+    x, y = loss_ax.lines[0].get_data()
+    np.testing.assert_allclose(x, np.arange(1, 13) / 4)
+    np.testing.assert_allclose(y, 1.0 / np.arange(1, 13))
+    x, y = nmi_ax.lines[0].get_data()
+    np.testing.assert_allclose(x, [1, 2, 3])
+    np.testing.assert_allclose(y, [0.5, 0.6, 0.7])
+    assert "best 0.7000 @ epoch 3" in [t.get_text() for t in nmi_ax.texts]
+
+
+def test_missing_series_are_reported_in_the_panel(tmp_path):
+    train_only = [r for r in rows() if r["split"] == "train"]
+    fig = plot_curves(train_only)
+    assert "no 'nmi' in eval rows" in [t.get_text() for t in fig.axes[2].texts]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in train_only))
+    out = curves(tmp_path / "metrics.jsonl", tmp_path / "c.png")
+    assert Image.open(out).size == (1200, 750)
+    with pytest.raises(ValueError, match="metrics.jsonl"):
+        curves(tmp_path / "nope.jsonl", tmp_path / "c.png")
