@@ -1,0 +1,359 @@
+"""Analysis of a trained run: extract embeddings, evaluate, t-SNE, retrieval grid, report.
+
+Library functions :func:`extract` and :func:`analyze_run` do the work; ``add_subcommands`` adds the thin CLI
+commands ``extract``, ``evaluate``, ``tsne``, ``retrieval`` and ``report``. A checkpoint alone is enough: its
+config names the model, dataset and protocol, so the split is rebuilt exactly as in training and embedded
+in dataset order (row i of ``embeddings.npy`` is image i of the split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["Extracted", "extract", "save_extracted", "load_extracted", "analyze_run", "add_subcommands"]
+
+SPLITS = {"eval": "eval", "test": "eval", "train": "train"}
+
+
+@dataclass
+class Extracted:
+    """Embeddings of one split in dataset order.
+
+    embeddings: float32 [N, D]; labels: int64 [N]; images: uint8 [N, C, H, W] (None when loaded from .npy
+    without the dataset); class_names: one per class id; meta: dataset, split, protocol, checkpoint, ...
+    """
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    images: torch.Tensor | None
+    class_names: list[str] | None
+    meta: dict[str, Any]
+    coarse_labels: np.ndarray | None = None
+    coarse_class_names: list[str] | None = field(default=None)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dataset_for(config, split: str, data_root: str | None):
+    from clusterloss.data import build_splits
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    d = config.data
+    splits = build_splits(d.name, data_root or d.root, protocol=d.protocol, train_classes=d.train_classes,
+                          validation=d.validation, download=False)
+    return splits, getattr(splits, SPLITS[split])
+
+
+def extract(
+    checkpoint_path,
+    split: str = "eval",
+    *,
+    batch_size: int | None = None,
+    device: str = "auto",
+    bf16: bool = False,
+    progress: bool = False,
+    data_root: str | None = None,
+) -> Extracted:
+    """Embed a split of the checkpoint's dataset with the checkpoint's model (batched, no augmentation).
+
+    Args:
+        checkpoint_path: a ``.pt`` written by training (holds model weights and the resolved config).
+        split: "eval" (= "test": the protocol's evaluation split, e.g. the unseen classes) or "train".
+        batch_size: images per forward pass (default: the config's eval batch size).
+        device: "auto", "cpu", "cuda", ...; bf16: autocast to bfloat16 (embeddings are returned as float32).
+        data_root: dataset folder if it moved since training (default: the config's ``data.root``).
+    """
+    from clusterloss.checkpoint import load_checkpoint, model_from_checkpoint
+    from clusterloss.data import iterate_in_order
+
+    path = Path(checkpoint_path)
+    if not path.exists():
+        raise ValueError(f"checkpoint {path} not found; pass a .pt file written by `clusterloss train`")
+    ckpt = load_checkpoint(path)
+    model, config = model_from_checkpoint(ckpt)
+    splits, dataset = _dataset_for(config, split, data_root)
+    dev = _device(device)
+    model = model.to(dev).eval()
+    bs = batch_size or config.eval.batch_size
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    batches = iterate_in_order(dataset, bs, dev, splits.mean, splits.std)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, total=math.ceil(len(dataset) / bs), desc=f"embedding {dataset.name}/{split}",
+                       dynamic_ncols=True)
+    parts = []
+    with torch.inference_mode(), autocast:
+        for images, _ in batches:
+            parts.append(model(images).float().cpu())
+    embeddings = torch.cat(parts).numpy() if parts else np.zeros((0, config.model.embedding_dim), np.float32)
+    meta = {
+        "dataset": config.data.name, "split": SPLITS[split], "dataset_split": dataset.split,
+        "protocol": config.data.protocol, "train_classes": config.data.train_classes,
+        "validation": config.data.validation, "data_root": str(data_root or config.data.root),
+        "checkpoint": str(path.resolve()), "run": path.resolve().parent.name,
+        "epoch": ckpt.get("epoch"), "step": ckpt.get("step"), "model": config.model.name,
+        "loss": config.loss.name, "num_samples": int(len(embeddings)),
+        "embedding_dim": int(embeddings.shape[1]), "bf16": bool(bf16),
+    }
+    coarse = dataset.coarse_labels
+    return Extracted(embeddings=embeddings.astype(np.float32), labels=dataset.labels.numpy().astype(np.int64),
+                     images=dataset.images, class_names=list(dataset.class_names), meta=meta,
+                     coarse_labels=None if coarse is None else coarse.numpy(),
+                     coarse_class_names=dataset.coarse_class_names)
+
+
+def save_extracted(extracted: Extracted, out_dir) -> dict[str, Path]:
+    """Write ``embeddings.npy`` [N, D] float32, ``labels.npy`` [N] int64 and ``embeddings.json`` (meta)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"embeddings": out / "embeddings.npy", "labels": out / "labels.npy",
+             "meta": out / "embeddings.json"}
+    np.save(paths["embeddings"], extracted.embeddings.astype(np.float32))
+    np.save(paths["labels"], extracted.labels.astype(np.int64))
+    paths["meta"].write_text(json.dumps(extracted.meta, indent=2) + "\n")
+    return paths
+
+
+def load_extracted(embeddings_path, labels_path, *, with_images: bool = False) -> Extracted:
+    """Read ``.npy`` embeddings and labels; with ``with_images``, reload the split's images (and class names)
+    from the dataset named in the ``embeddings.json`` beside the embeddings."""
+    emb = np.load(embeddings_path, allow_pickle=False)
+    labels = np.load(labels_path, allow_pickle=False)
+    if emb.ndim != 2 or labels.ndim != 1 or len(emb) != len(labels):
+        raise ValueError(f"expected embeddings [N, D] and labels [N], got {emb.shape} and {labels.shape}")
+    meta_path = Path(embeddings_path).with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    out = Extracted(embeddings=emb.astype(np.float32), labels=labels.astype(np.int64), images=None,
+                    class_names=None, meta=meta)
+    if with_images:
+        if "dataset" not in meta:
+            raise ValueError(f"{meta_path} (written by `clusterloss extract`) is needed to find the images; "
+                             "or use --checkpoint")
+        from clusterloss.config import Config
+
+        config = Config.from_dict({"data": {k: meta[k] for k in ("protocol", "train_classes", "validation")}
+                                   | {"name": meta["dataset"], "root": meta.get("data_root", "data")}})
+        _, dataset = _dataset_for(config, meta.get("split", "eval"), None)
+        if len(dataset) != len(emb):
+            raise ValueError(f"{meta['dataset']} {meta.get('split')} has {len(dataset)} images but the "
+                             f"embeddings have {len(emb)} rows; re-run `clusterloss extract`")
+        out.images, out.class_names = dataset.images, list(dataset.class_names)
+        if dataset.coarse_labels is not None:
+            out.coarse_labels = dataset.coarse_labels.numpy()
+            out.coarse_class_names = dataset.coarse_class_names
+    return out
+
+
+def _title(meta: dict, what: str, metrics: dict | None) -> str:
+    where = f"{meta.get('dataset', '?')} {meta.get('split', '')}".strip()
+    parts = [meta.get("run") or "embeddings", where, what]
+    if metrics:
+        shown = [(k, n) for k, n in (("nmi", "NMI"), ("recall@1", "Recall@1")) if k in metrics]
+        parts.append(", ".join(f"{n} {metrics[k]:.3f}" for k, n in shown))
+    return " · ".join(p for p in parts if p)
+
+
+def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", tsne: bool = True,
+                tsne_images: bool = False, device: str = "auto", progress: bool = False) -> dict[str, float]:
+    """Extract, evaluate and draw everything for a run; writes into ``run_dir`` and returns the metrics.
+
+    Files: ``embeddings.npy``, ``labels.npy``, ``embeddings.json``, ``metrics.json``, ``tsne.png`` (unless
+    ``tsne=False``), ``retrieval.png``, ``curves.png`` (when ``metrics.jsonl`` exists) and ``report.html``.
+    ``checkpoint`` falls back to ``last.pt`` when ``best.pt`` is missing (a run without evaluations).
+    """
+    from clusterloss.checkpoint import load_checkpoint
+    from clusterloss.metrics import evaluate_embeddings
+    from clusterloss.viz.curves import curves
+    from clusterloss.viz.report import write_report
+    from clusterloss.viz.retrieval_grid import retrieval_grid
+    from clusterloss.viz.tsne import tsne_map
+
+    run = Path(run_dir)
+    ckpt_path = run / checkpoint
+    if not ckpt_path.exists() and checkpoint == "best.pt" and (run / "last.pt").exists():
+        ckpt_path = run / "last.pt"
+    if not ckpt_path.exists():
+        raise ValueError(f"no checkpoint {ckpt_path}; is {run} a run directory of `clusterloss train`?")
+    ex = extract(ckpt_path, split, device=device, progress=progress)
+    save_extracted(ex, run)
+    config = load_checkpoint(ckpt_path)["config"]
+    ev = config.get("eval", {})
+    metrics = evaluate_embeddings(ex.embeddings, ex.labels, ks=tuple(ev.get("ks", (1, 2, 4, 8))),
+                                  kmeans_seeds=tuple(ev.get("kmeans_seeds", (0, 1, 2))))
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    images = {"tsne": None, "curves": None}
+    if tsne:
+        images["tsne"] = tsne_map(ex.embeddings, ex.labels, run / "tsne.png", class_names=ex.class_names,
+                                  images=ex.images if tsne_images else None,
+                                  title=_title(ex.meta, "t-SNE", metrics))
+    images["retrieval"] = retrieval_grid(ex.embeddings, ex.labels, ex.images, run / "retrieval.png",
+                                         class_names=ex.class_names,
+                                         title=_title(ex.meta, "retrieval", metrics))
+    if (run / "metrics.jsonl").exists():
+        images["curves"] = curves(run / "metrics.jsonl", run / "curves.png",
+                                  title=f"{run.resolve().name} · training curves")
+    write_report(run / "report.html", run_name=run.resolve().name, config=config, metrics=metrics,
+                 images=images, subtitle=f"checkpoint {ckpt_path.name} (epoch {ex.meta.get('epoch')}), "
+                 f"{ex.meta['split']} split, {len(ex.labels):,} images")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def _inputs(args, *, with_images: bool = False) -> Extracted:
+    if args.checkpoint:
+        if args.embeddings or args.labels:
+            raise ValueError("give either --checkpoint or --embeddings/--labels, not both")
+        return extract(args.checkpoint, args.split, device=args.device, progress=True)
+    if not (args.embeddings and args.labels):
+        raise ValueError("give --checkpoint CKPT, or both --embeddings E.npy and --labels L.npy")
+    return load_extracted(args.embeddings, args.labels, with_images=with_images)
+
+
+def _add_input_args(p: argparse.ArgumentParser, embeddings: bool = True) -> None:
+    p.add_argument("--checkpoint", required=not embeddings,
+                   help="a .pt checkpoint written by `clusterloss train`")
+    if embeddings:
+        p.add_argument("--embeddings", help="embeddings.npy [N, D] (from `clusterloss extract`)")
+        p.add_argument("--labels", help="labels.npy [N] matching --embeddings")
+    p.add_argument("--split", default="test", choices=sorted(SPLITS),
+                   help="which split to embed (test = eval = the protocol's evaluation split)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+
+
+def format_table(metrics: dict) -> str:
+    rows = [(k, v) for k, v in metrics.items() if not k.endswith("_std")]
+    width = max(len(k) for k, _ in rows)
+    lines = []
+    for key, value in rows:
+        std = metrics.get(f"{key}_std")
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{key:<{width}}  {text}" + (f" ± {std:.4f}" if std is not None else ""))
+    return "\n".join(lines)
+
+
+def _cmd_extract(args) -> int:
+    ex = extract(args.checkpoint, args.split, batch_size=args.batch_size, device=args.device, bf16=args.bf16,
+                 progress=True, data_root=args.data_root)
+    paths = save_extracted(ex, args.out or Path(args.checkpoint).parent)
+    print(f"wrote {paths['embeddings']} {ex.embeddings.shape}, {paths['labels']}, {paths['meta']}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from clusterloss.metrics import evaluate_embeddings
+
+    ex = _inputs(args)
+    metrics = evaluate_embeddings(ex.embeddings, ex.labels, ks=tuple(args.ks), kmeans_seeds=tuple(args.seeds))
+    print(format_table(metrics))
+    out = Path(args.out) if args.out else Path(args.checkpoint or args.embeddings).parent / "metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _quick_metrics(ex: Extracted) -> dict:
+    from clusterloss.metrics import retrieval_metrics
+
+    return retrieval_metrics(ex.embeddings, ex.labels, (1,), r_metrics=False)
+
+
+def _cmd_tsne(args) -> int:
+    from clusterloss.viz.tsne import tsne_map
+
+    ex = _inputs(args, with_images=args.images or args.coarse)
+    labels, names = ex.labels, ex.class_names
+    if args.coarse:
+        if ex.coarse_labels is None:
+            raise ValueError(f"--coarse needs superclass labels; dataset {ex.meta.get('dataset')} has none "
+                             "(only cifar100)")
+        labels, names = ex.coarse_labels, ex.coarse_class_names
+    title = args.title or _title(ex.meta, "t-SNE" + (" (superclasses)" if args.coarse else ""),
+                                 _quick_metrics(ex))
+    out = tsne_map(ex.embeddings, labels, args.out, class_names=names,
+                   images=ex.images if args.images else None, title=title, seed=args.seed,
+                   max_points=args.max_points)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_retrieval(args) -> int:
+    from clusterloss.viz.retrieval_grid import retrieval_grid
+
+    ex = extract(args.checkpoint, args.split, device=args.device, progress=True)
+    out = retrieval_grid(ex.embeddings, ex.labels, ex.images, args.out, n_queries=args.queries, k=args.k,
+                         class_names=ex.class_names, seed=args.seed,
+                         title=_title(ex.meta, "retrieval", _quick_metrics(ex)))
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    metrics = analyze_run(args.run_dir, args.checkpoint, split=args.split, tsne=not args.no_tsne,
+                          tsne_images=args.tsne_images, device=args.device, progress=True)
+    print(format_table(metrics))
+    print(f"wrote {Path(args.run_dir) / 'report.html'}")
+    return 0
+
+
+def add_subcommands(subparsers) -> None:
+    """Add ``extract``, ``evaluate``, ``tsne``, ``retrieval`` and ``report`` to the top-level CLI."""
+    p = subparsers.add_parser("extract", help="embed a split with a checkpoint -> embeddings.npy, labels.npy")
+    _add_input_args(p, embeddings=False)
+    p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the config's eval.batch_size")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    p.add_argument("--data-root", help="dataset folder, if it moved since training")
+    p.set_defaults(func=_cmd_extract)
+
+    p = subparsers.add_parser("evaluate", help="NMI, AMI, Recall@K, Precision@1, R-Precision, MAP@R")
+    _add_input_args(p)
+    p.add_argument("--out", help="metrics JSON (default: metrics.json beside the input)")
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="the K of Recall@K")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="k-means seeds for NMI / AMI")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = subparsers.add_parser("tsne", help="2-D t-SNE map coloured by class (or with image thumbnails)")
+    _add_input_args(p)
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--images", action="store_true", help="draw each image's thumbnail at its own point")
+    p.add_argument("--coarse", action="store_true", help="colour by superclass (CIFAR-100's 20)")
+    p.add_argument("--max-points", type=int, default=10_000, help="random subset above this many points")
+    p.add_argument("--title", help="override the title")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_tsne)
+
+    p = subparsers.add_parser("retrieval", help="grid of queries and their nearest neighbours")
+    _add_input_args(p, embeddings=False)
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--queries", type=int, default=8, help="number of query rows")
+    p.add_argument("--k", type=int, default=8, help="neighbours per query")
+    p.add_argument("--seed", type=int, default=0, help="query selection seed")
+    p.set_defaults(func=_cmd_retrieval)
+
+    p = subparsers.add_parser("report", help="everything for a run -> RUN_DIR/report.html")
+    p.add_argument("run_dir", help="a run directory written by `clusterloss train`")
+    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file inside RUN_DIR (default best.pt)")
+    p.add_argument("--split", default="test", choices=sorted(SPLITS))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE map (the slowest part)")
+    p.add_argument("--tsne-images", action="store_true", help="t-SNE map with image thumbnails")
+    p.set_defaults(func=_cmd_report)
+
