@@ -2,8 +2,8 @@
 
 Each (tool, N) runs in a fresh subprocess so that its peak resident memory is its own: "peak RSS" is
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that process (imports + data + evaluation), "base RSS" the
-current RSS (/proc/self/statm) after imports and data generation, just before the evaluation starts. Data: N points in D = 64 around C
-Gaussian class centres (same seed for both tools, so the same data).
+current RSS (/proc/self/statm) after imports and data generation, just before the evaluation starts.
+Data: N points in D = 64 around C Gaussian class centres (same seed for both tools, so the same data).
 
 * clusterloss: NMI + AMI (k-means with K = C, 3 seeds), Recall@1/2/4/8, Precision@1, R-Precision, MAP@R.
 * PML: ``AccuracyCalculator(include=(NMI, AMI, precision_at_1, r_precision, mean_average_precision_at_r),
