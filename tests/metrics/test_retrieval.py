@@ -204,3 +204,16 @@ def test_bad_input_raises_value_error_naming_the_problem():
         next(iter_knn(x, 20))
     with pytest.raises(ValueError, match="floating"):
         retrieval_metrics(np.ones((4, 2), dtype=np.int64), [0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_collapsed_embedding_ranks_neighbours_by_index(backend):
+    # A diverged model mapping everything to one point: every distance ties, so order = index order.
+    x = np.ones((40, 4), dtype=np.float32)
+    y = np.arange(40) % 3
+    _, idx = nearest_neighbors(x, 5, backend=backend)
+    assert idx[0].tolist() == [1, 2, 3, 4, 5] and idx[7].tolist() == [0, 1, 2, 3, 4]
+    got = retrieval_metrics(x, y, (1, 2), backend=backend)
+    want, _ = brute_force(x, y, (1, 2))
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key

@@ -107,11 +107,20 @@ def _sort_by_distance_then_index(dist: torch.Tensor, idx: torch.Tensor) -> tuple
 
 
 def _exact_rows_torch(x: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, k: int):
-    """Full stable sort for a few rows (used where the k-th neighbour is tied): [R, k] dist, idx."""
-    d = (sq[rows, None] + sq[None, :] - 2.0 * (x[rows] @ x.T)).clamp_min_(0)
-    d[torch.arange(len(rows), device=x.device), rows] = float("inf")
-    order = torch.sort(d, dim=1, stable=True).indices[:, :k]
-    return d.gather(1, order), order
+    """Full stable sort of the rows where the k-th neighbour is tied: [R, k] dist, idx.
+
+    Rows go in sub-chunks sized like the torch backend's, since a collapsed embedding (all points equal)
+    sends every row here."""
+    step = max(1, _CHUNK_BYTES // (12 * x.shape[0]))
+    dists, idxs = [], []
+    for start in range(0, len(rows), step):
+        r = rows[start : start + step]
+        d = torch.addmm(sq[r, None] + sq[None, :], x[r], x.T, alpha=-2.0).clamp_min_(0)
+        d[torch.arange(len(r), device=x.device), r] = float("inf")
+        order = torch.sort(d, dim=1, stable=True).indices[:, :k]
+        dists.append(d.gather(1, order))
+        idxs.append(order)
+    return torch.cat(dists), torch.cat(idxs)
 
 
 def _knn_chunk_torch(x, sq, q, k):
