@@ -28,6 +28,7 @@ def add_subcommands(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .config import Config, apply_overrides, load_config
+    from .distributed import is_main_process
     from .train import NonFiniteError, TrainingInterrupted, train
 
     overrides = list(args.overrides)
@@ -48,12 +49,12 @@ def run_train(args: argparse.Namespace) -> int:
             run_dir = args.run_dir or Path("runs") / f"{args.config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         metrics = train(config, run_dir, resume=bool(args.resume))
     except TrainingInterrupted as stop:
-        print(stop, file=sys.stderr)
+        if is_main_process():
+            print(stop, file=sys.stderr)
         return 128 + int(stop.signum)
     except (NonFiniteError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    from .distributed import is_main_process
     if is_main_process():
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
         print(f"run {run_dir} finished: {json.dumps(shown)}")
