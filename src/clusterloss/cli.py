@@ -12,8 +12,8 @@ import sys
 # Command modules, in the order their commands appear in --help. Each defines add_subcommands(subparsers).
 COMMAND_MODULES = [
     "clusterloss.train",
-    # "clusterloss.analysis",      # extract / evaluate / tsne / retrieval / report
-    # "clusterloss.experiments",   # quickstart / compare
+    "clusterloss.analysis",      # extract / evaluate / tsne / retrieval / report
+    "clusterloss.experiments",   # quickstart / compare
 ]
 
 

@@ -1,0 +1,223 @@
+"""The ``quickstart`` and ``compare`` commands: whole experiments built from train() and the analysis tools.
+
+``quickstart`` trains the facility-location loss on scikit-learn's bundled digits (zero-shot: digits 0-4
+train, 5-9 are evaluated), then writes the analysis of the run and prints its metrics next to two references
+computed on the same evaluation images: raw pixels, and the same network untrained.
+
+``compare`` trains several losses under one config (same data, model, budget, protocol and seeds) and writes a
+paper-style table (mean ± std over seeds) as Markdown and JSON, plus a bar chart. Each (loss, seed) run lives
+in its own folder; a finished run is never redone and an interrupted one is resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, load_config
+from .viz.comparison import metric_label
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TABLE_METRICS = ("nmi", "recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+DEFAULT_LOSSES = ("facility_location", "triplet_semihard", "lifted_structure", "npairs", "multi_similarity")
+
+
+def find_config(name_or_path: str | Path) -> Path:
+    """A config path as given, or a bare name (``digits_convnet``) looked up in ``configs/`` of the working
+    directory and then of the source checkout."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for folder in (Path("configs"), REPO_CONFIGS):
+        candidate = folder / f"{path.stem}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ValueError(f"config {str(name_or_path)!r} not found (give a YAML path, or a name from "
+                     f"{REPO_CONFIGS})")
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# -- quickstart ------------------------------------------------------------------------------------
+def reference_metrics(config: Config) -> dict[str, dict[str, float]]:
+    """Metrics of raw pixels and of the untrained network (same seed as the run) on the evaluation split."""
+    from .data.augment import normalize
+    from .data.protocols import build_splits
+    from .metrics.evaluate import evaluate_embeddings
+    from .models import build_model
+    from .models.inference import embed_dataset
+
+    d, ev = config.data, config.eval
+    splits = build_splits(d.name, d.root, protocol=d.protocol, train_classes=d.train_classes,
+                          validation=d.validation, download=d.download)
+    evaluation = splits.eval
+    options = {"ks": tuple(ev.ks), "kmeans_seeds": tuple(ev.kmeans_seeds)}
+    pixels = normalize(evaluation.images, splits.mean, splits.std).flatten(1)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model.name, embedding_dim=config.model.embedding_dim,
+                        in_channels=int(evaluation.images.shape[1]), **config.model.options)
+    untrained = embed_dataset(model, evaluation, splits.mean, splits.std, batch_size=ev.batch_size)
+    return {"raw pixels": evaluate_embeddings(pixels, evaluation.labels, **options),
+            "untrained network": evaluate_embeddings(untrained, evaluation.labels, **options)}
+
+
+def format_table(rows: dict[str, dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
+    """A Markdown table, one row per entry; a value is a float, or a (mean, std) pair shown as mean ± std."""
+    def cell(value: Any) -> str:
+        if isinstance(value, (tuple, list)):
+            return f"{100 * value[0]:.2f} ± {100 * value[1]:.2f}"
+        return "—" if value is None else f"{100 * value:.2f}"
+
+    names = [""] + list(rows)
+    columns = [[metric_label(m)] + [cell(values.get(m)) for values in rows.values()] for m in metrics]
+    table = [names] + columns
+    widths = [max(len(text) for text in column) for column in table]
+    lines = []
+    for r in range(len(names)):
+        padded = [column[r].ljust(w) if c == 0 else column[r].rjust(w)
+                  for c, (column, w) in enumerate(zip(table, widths, strict=True))]
+        lines.append("| " + " | ".join(padded) + " |")
+        if r == 0:
+            lines.append("|" + "|".join("-" * (w + 1) + (":" if c else "-")
+                                        for c, w in enumerate(widths)) + "|")
+    return "\n".join(lines)
+
+
+def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train on digits (zero-shot), analyse the run, and return ``{row name: metrics}`` (trained last)."""
+    from .analysis import analyze_run
+    from .train import train
+
+    run_dir = Path(run_dir)
+    config = load_config(find_config("digits_convnet"), overrides)
+    start = time.perf_counter()
+    # A finished quickstart is simply re-analysed; an interrupted one continues.
+    train(config, run_dir, resume=(run_dir / "last.pt").exists())
+    train_seconds = time.perf_counter() - start
+    trained = analyze_run(run_dir, checkpoint="last.pt")
+    rows = {**reference_metrics(config), "trained (facility location)": trained}
+    _write_json(run_dir / "comparison.json", rows)
+    print(f"\nZero-shot digits (train on 0-4, evaluate on 5-9), {config.train.epochs} epochs in "
+          f"{train_seconds:.1f} s:\n")
+    print(format_table(rows))
+    print(f"\nReport: {(run_dir / 'report.html').resolve()}")
+    return rows
+
+
+# -- compare ---------------------------------------------------------------------------------------
+def _loss_overrides(options: list[str], loss: str) -> list[str]:
+    """``triplet_semihard.margin=0.1`` applies ``loss.options.margin=0.1`` to that loss only."""
+    chosen = []
+    for text in options:
+        name, _, rest = text.partition(".")
+        if not rest or "=" not in rest:
+            raise ValueError(f"--loss-option looks like LOSS.key=value (e.g. triplet_semihard.margin=0.1), "
+                             f"got {text!r}")
+        if name == loss:
+            chosen.append(f"loss.options.{rest}")
+    return chosen
+
+
+def summarize(runs: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Mean and (population) standard deviation over seeds of every metric the runs share."""
+    keys = [k for k in runs[0] if all(k in r for r in runs) and isinstance(runs[0][k], (int, float))]
+    summary = {}
+    for key in keys:
+        values = [float(r[key]) for r in runs]
+        mean = sum(values) / len(values)
+        summary[key] = (mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)))
+    return summary
+
+
+def compare(config_path: str | Path, losses: list[str], seeds: int = 3, out: str | Path | None = None,
+            overrides: list[str] | None = None, loss_options: list[str] | None = None) -> dict[str, Any]:
+    """Train every loss in ``losses`` for seeds 0..seeds-1 under one config; write compare.{md,json,png}.
+
+    The metrics of a run are those of its final epoch on the evaluation split (never the best epoch: picking
+    epochs on the evaluation classes would leak them into the result).
+    """
+    from .losses import LOSSES
+    from .train import train
+    from .viz.comparison import plot_comparison
+
+    config_path = find_config(config_path)
+    unknown = [name for name in losses if name not in LOSSES]
+    if unknown:
+        raise ValueError(f"unknown loss(es) {unknown}; choose from {sorted(LOSSES)}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    out = Path(out) if out is not None else Path("runs") / "compare" / config_path.stem
+    out.mkdir(parents=True, exist_ok=True)
+    base = list(overrides or [])
+    results: dict[str, list[dict[str, float]]] = {}
+    for loss in losses:
+        for seed in range(seeds):
+            run_dir = out / loss / f"seed{seed}"
+            done = run_dir / "final_metrics.json"
+            if done.exists():
+                print(f"[compare] {loss} seed {seed}: finished earlier, reusing {done}")
+                results.setdefault(loss, []).append(json.loads(done.read_text()))
+                continue
+            config = load_config(config_path, [*base, f"loss.name={loss}", "loss.options={}",
+                                               *_loss_overrides(list(loss_options or []), loss),
+                                               f"train.seed={seed}"])
+            print(f"[compare] {loss} seed {seed} -> {run_dir}")
+            start = time.perf_counter()
+            metrics = train(config, run_dir, resume=(run_dir / "last.pt").exists())
+            metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            metrics["train_seconds"] = time.perf_counter() - start
+            _write_json(done, metrics)
+            results.setdefault(loss, []).append(metrics)
+    summary = {loss: summarize(runs) for loss, runs in results.items()}
+    title = f"{config_path.stem}: {seeds} seed(s), final-epoch metrics on the evaluation split (%)"
+    table = format_table(summary)
+    (out / "compare.md").write_text(f"{title}\n\n{table}\n")
+    _write_json(out / "compare.json", {"config": str(config_path), "overrides": base, "seeds": seeds,
+                                       "summary": summary, "runs": results})
+    plot_comparison(summary, out / "compare.png", metrics=TABLE_METRICS, title=title)
+    print(f"\n{title}\n\n{table}\n\nWritten: {out / 'compare.md'}, {out / 'compare.json'}, "
+          f"{out / 'compare.png'}")
+    return {"summary": summary, "runs": results}
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def _run_quickstart(args: argparse.Namespace) -> int:
+    quickstart(args.run_dir, args.set)
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    losses = [name.strip() for name in args.losses.split(",") if name.strip()]
+    compare(args.config, losses, args.seeds, args.out, args.set, args.loss_option)
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("quickstart",
+                              help="train + evaluate + report on the bundled digits (no download)")
+    p.add_argument("--run-dir", default="runs/quickstart", help="output folder (default: runs/quickstart)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key of configs/digits_convnet.yaml, e.g. train.epochs=3")
+    p.set_defaults(func=_run_quickstart)
+
+    p = subparsers.add_parser("compare", help="train several losses under one config and tabulate them")
+    p.add_argument("--config", required=True, help="YAML config (path, or a name from configs/)")
+    p.add_argument("--losses", default=",".join(DEFAULT_LOSSES), help="comma-separated loss names")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per loss (default 3)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/compare/<config name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for every run, e.g. train.epochs=10")
+    p.add_argument("--loss-option", action="append", default=[], metavar="LOSS.KEY=VALUE",
+                   help="an option for one loss only, e.g. triplet_semihard.margin=0.1")
+    p.set_defaults(func=_run_compare)
