@@ -36,6 +36,8 @@ MARGIN_TYPES = ("nmi", "ami", "ari", "vmeasure", "const")
 # Objectives within this relative distance of the best count as tied (round-off of different summation
 # orders); the first of the tied candidates wins.
 TIE_RTOL = 1e-10
+# Pruning keeps candidates within gamma of the best energy, with this much extra slack (>> TIE_RTOL).
+_PRUNE_RTOL = 1e-8
 
 
 def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
@@ -115,40 +117,47 @@ class _Scorer:
                    pt: torch.Tensor, num_cand: int) -> torch.Tensor:
         """Margin scores [num_cand] of "base clustering, then cand[e] takes point pt[e] into a new slot".
 
-        ``slot_of`` [B] is the base clustering (values < num_slots); no base slot may be emptied by a
-        candidate, and ``n_cols`` is the number of columns of every candidate clustering.
+        ``slot_of`` [B] is the base clustering (values < num_slots); each (cand, pt) pair appears once.
+        No base slot may be emptied by a candidate; every candidate clustering has ``n_cols`` clusters.
         """
-        y, f, h = self.y, self.f, self.h
+        y, f, h, r = self.y, self.f, self.h, self.r
+        b_pts = y.shape[0]
         dev = y.device
-        cell_of = y * num_slots + slot_of
-        cells = torch.bincount(cell_of, minlength=self.r * num_slots)
+        # Order points by (slot, class) and the captured pairs by (candidate, that order): a candidate's
+        # captured points of one base cell, or of one base column, are then contiguous runs.
+        sorted_cells, perm = torch.sort(slot_of * r + y, stable=True)
+        _, cell_rank, cell_sizes = torch.unique_consecutive(
+            sorted_cells, return_inverse=True, return_counts=True
+        )
+        slot_sorted, y_sorted = slot_of[perm], y[perm]
         cols = torch.bincount(slot_of, minlength=num_slots)
-        base_f_cells, base_sq_cells = f[cells].sum(), (cells.double() ** 2).sum()
+        base_f_cells, base_sq_cells = f[cell_sizes].sum(), (cell_sizes.double() ** 2).sum()
         base_f_cols, base_sq_cols, base_h = f[cols].sum(), (cols.double() ** 2).sum(), h[cols].sum()
 
-        _, cell_id = torch.unique(cell_of, return_inverse=True)
-        u = int(cell_id.max()) + 1 if cell_id.numel() else 1
-        ce, pe = cand, pt
-        n_cell = cells[cell_of[pe]]
-        p_cell = torch.bincount(ce * u + cell_id[pe], minlength=num_cand * u)[ce * u + cell_id[pe]]
-        q_key = ce * self.r + y[pe]
-        q_new = torch.bincount(q_key, minlength=num_cand * self.r)[q_key]
-        s_e = slot_of[pe]
-        b_col = cols[s_e]
-        p_col = torch.bincount(ce * num_slots + s_e, minlength=num_cand * num_slots)[ce * num_slots + s_e]
-        p_cell_d, p_col_d = p_cell.double(), p_col.double()
-        per_entry = torch.stack(
-            [
-                (f[n_cell - p_cell] - f[n_cell]) / p_cell_d + torch.log(q_new.double()),  # sum f(cells)
-                p_cell_d - 2.0 * n_cell.double() + q_new.double(),  # sum cells^2
-                (f[b_col - p_col] - f[b_col]) / p_col_d,  # sum f(cols)
-                p_col_d - 2.0 * b_col.double(),  # sum cols^2
-                (h[b_col - p_col] - h[b_col]) / p_col_d,  # EMI over columns
-            ],
-            dim=1,
-        )
-        delta = torch.zeros(num_cand, 5, dtype=torch.float64, device=dev).index_add_(0, ce, per_entry)
-        taken = torch.bincount(ce, minlength=num_cand)
+        order_of = torch.empty_like(perm)
+        order_of[perm] = torch.arange(b_pts, device=dev)
+        pair = torch.sort(cand * b_pts + order_of[pt]).values
+        cand, pos = pair // b_pts, pair % b_pts
+        delta = torch.zeros(num_cand, 5, dtype=torch.float64, device=dev)
+        # Cells (slot, class) losing p of their n points: f(n - p) - f(n) and (n - p)^2 - n^2.
+        rank = cell_rank[pos]
+        start, p = _runs(cand * cell_sizes.shape[0] + rank)
+        n = cell_sizes[rank[start]]
+        delta[:, 0].index_add_(0, cand[start], f[n - p] - f[n])
+        delta[:, 1].index_add_(0, cand[start], (p * p - 2 * p * n).double())
+        # Columns losing p of their b points.
+        col = slot_sorted[pos]
+        start, p = _runs(cand * num_slots + col)
+        b = cols[col[start]]
+        delta[:, 2].index_add_(0, cand[start], f[b - p] - f[b])
+        delta[:, 3].index_add_(0, cand[start], (p * p - 2 * p * b).double())
+        delta[:, 4].index_add_(0, cand[start], h[b - p] - h[b])
+        # The new column's cells, q points of a class: sum_groups f(q) = sum_points log q, sum q^2 = sum q.
+        q_key = cand * r + y_sorted[pos]
+        q = torch.bincount(q_key, minlength=num_cand * r)[q_key].double()
+        delta[:, 0].index_add_(0, cand, torch.log(q))
+        delta[:, 1].index_add_(0, cand, q)
+        taken = torch.bincount(cand, minlength=num_cand)
         taken_d = taken.double()
         return self.margin(
             n_cols,
@@ -160,6 +169,15 @@ class _Scorer:
         )
 
 
+def _runs(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start index and length of each run of equal consecutive keys."""
+    change = torch.ones(keys.shape[0], dtype=torch.bool, device=keys.device)
+    change[1:] = keys[1:] != keys[:-1]
+    start = torch.nonzero(change).flatten()
+    ends = torch.cat([start[1:], torch.tensor([keys.shape[0]], device=keys.device)])
+    return start, ends - start
+
+
 def _first_best(totals: torch.Tensor) -> torch.Tensor:
     best = totals.max()
     near = totals >= best - TIE_RTOL * (1.0 + best.abs())
@@ -167,7 +185,13 @@ def _first_best(totals: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_facility_search(dist: torch.Tensor, scorer: _Scorer, k: int) -> torch.Tensor:
-    """Greedy loss-augmented inference: K medoids [K] in pick order."""
+    """Greedy loss-augmented inference: K medoids [K] in pick order.
+
+    Incremental state: ``cost[c] = sum_i min(dmin_i, D[c, i])`` (F(S + c) = -cost[c]) and the list of
+    pairs (c, i) with D[c, i] < dmin_i (the points c would capture). Adding a medoid lowers ``dmin`` only on
+    the points it captures, so both are updated on those columns only. Since every score lies in [0, 1], a
+    candidate whose energy is more than gamma below the best energy cannot win: only the others are scored.
+    """
     b = dist.shape[0]
     dev = dist.device
     gamma = scorer.gamma
@@ -178,20 +202,39 @@ def greedy_facility_search(dist: torch.Tensor, scorer: _Scorer, k: int) -> torch
     slot = torch.zeros(b, dtype=torch.long, device=dev)
     chosen = torch.zeros(b, dtype=torch.bool, device=dev)
     chosen[first] = True
+    if k == 1:
+        return torch.stack(picks)
+    cost = torch.minimum(dist, dmin[None, :]).sum(dim=1)
+    pair_c, pair_i = torch.nonzero(dist < dmin[None, :], as_tuple=True)
+    local = torch.empty(b, dtype=torch.long, device=dev)
     for m in range(1, k):
-        captured = dist < dmin[None, :]
-        captured.diagonal().copy_(~chosen)  # a candidate is forced into its own slot
-        cand, pt = torch.nonzero(captured, as_tuple=True)
-        gain = torch.zeros(b, dtype=torch.float64, device=dev).index_add_(0, cand, dist[captured] - dmin[pt])
-        energy = -(dmin.sum() + gain)
-        margin = scorer.candidates(slot, k, m + 1, cand, pt, b)
-        totals = (energy + gamma * (1.0 - margin)).masked_fill(chosen, float("-inf"))
-        c = _first_best(totals)
-        take = captured[c]
+        neg = (-cost).masked_fill(chosen, float("-inf"))
+        top = neg.max()
+        keep = neg >= top - gamma - _PRUNE_RTOL * (1.0 + top.abs())
+        cands = torch.nonzero(keep).flatten()
+        local[cands] = torch.arange(cands.shape[0], device=dev)
+        sel = keep[pair_c]
+        # A candidate is forced into its own slot even when it sits on a medoid (dmin = 0).
+        forced = cands[dmin[cands] == 0]
+        cand = torch.cat([local[pair_c[sel]], local[forced]])
+        pt = torch.cat([pair_i[sel], forced])
+        margin = scorer.candidates(slot, k, m + 1, cand, pt, cands.shape[0])
+        c = cands[_first_best(neg[cands] + gamma * (1.0 - margin))]
+        take = torch.zeros(b, dtype=torch.bool, device=dev)
+        take[pair_i[pair_c == c]] = True
+        take[c] = True
+        moved = torch.nonzero(take).flatten()
+        cols = dist[:, moved]
+        cost -= (torch.minimum(cols, dmin[moved]) - torch.minimum(cols, dist[c, moved])).sum(dim=1)
         slot = torch.where(take, m, slot)
         dmin = torch.where(take, dist[c], dmin)
         chosen[c] = True
         picks.append(c)
+        hit = torch.nonzero(take[pair_i]).flatten()  # pairs whose point just moved
+        gone = dist[pair_c[hit], pair_i[hit]] >= dmin[pair_i[hit]]
+        stay = pair_c != c
+        stay[hit[gone]] = False
+        pair_c, pair_i = pair_c[stay], pair_i[stay]
     return torch.stack(picks)
 
 
@@ -228,21 +271,24 @@ def pam_refine(dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, itera
         prefix_arg = torch.full_like(pred, k)
         for s in range(k):
             members = order[bounds[s] : bounds[s + 1]]
-            use_prefix = prefix_val <= suffix_val[s + 1]
-            other_val = torch.where(use_prefix, prefix_val, suffix_val[s + 1])
-            other_slot = torch.where(use_prefix, prefix_arg, suffix_arg[s + 1])
-            others = torch.ones(k, dtype=torch.bool, device=dev)
-            others[s] = False
-            other_meds = medoids[others]
-            other_slot[other_meds] = slots[others]
-            rows = dist[members]  # [C, B]
-            captured = (rows < other_val) | ((rows == other_val) & (other_slot > s))
-            captured[:, other_meds] = False
-            captured[torch.arange(members.shape[0], device=dev), members] = True
-            cand, pt = torch.nonzero(captured, as_tuple=True)
-            margin = scorer.candidates(other_slot, k, k, cand, pt, members.shape[0])
-            energy = -rows[:, members].sum(dim=0)  # -sum_{i in cluster} D[i, j] for each member j
-            j = members[_first_best(energy + gamma * (1.0 - margin))]
+            if members.shape[0] == 1:  # a singleton cluster keeps its medoid
+                j = members[0]
+            else:
+                use_prefix = prefix_val <= suffix_val[s + 1]
+                other_val = torch.where(use_prefix, prefix_val, suffix_val[s + 1])
+                other_slot = torch.where(use_prefix, prefix_arg, suffix_arg[s + 1])
+                others = torch.ones(k, dtype=torch.bool, device=dev)
+                others[s] = False
+                other_meds = medoids[others]
+                other_slot[other_meds] = slots[others]
+                rows = dist[members]  # [C, B]
+                captured = (rows < other_val) | ((rows == other_val) & (other_slot > s))
+                captured[:, other_meds] = False
+                captured[torch.arange(members.shape[0], device=dev), members] = True
+                cand, pt = torch.nonzero(captured, as_tuple=True)
+                margin = scorer.candidates(other_slot, k, k, cand, pt, members.shape[0])
+                energy = -rows[:, members].sum(dim=0)  # -sum_{i in cluster} D[i, j] for each member j
+                j = members[_first_best(energy + gamma * (1.0 - margin))]
             medoids[s] = j
             better = dist[j] < prefix_val
             prefix_val = torch.where(better, dist[j], prefix_val)
