@@ -117,7 +117,7 @@ def test_non_finite_loss_or_gradient_stops_and_keeps_the_last_checkpoint(tmp_pat
 
     trainer.loss_fn = Poisoned()
     expected = "loss is nan" if what == "loss" else "gradient is NaN/Inf"
-    with pytest.raises(NonFiniteError, match=f"{expected} at step 2 .*last good checkpoint .* untouched"):
+    with pytest.raises(NonFiniteError, match=f"{expected} at step 3 .*last good checkpoint .* untouched"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 2  # the step-2 checkpoint, intact
     assert sorted(p.name for p in tmp_path.glob("*.pt*")) == ["last.pt"]

@@ -136,6 +136,8 @@ class Trainer:
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")
+            if not resume:  # a run that crashed before its first checkpoint left records of steps never kept
+                _truncate_metrics(self.run_dir / "metrics.jsonl", -1)
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if resume else None)
 
@@ -231,8 +233,8 @@ class Trainer:
     def _nonfinite_message(self, what: str) -> str:
         last = self.run_dir / "last.pt"
         kept = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint yet"
-        return (f"{what} at step {self.step} (epoch {self.epoch}); stopping. {kept}. Try a lower train.lr, "
-                "train.amp=none, or warm-up (train.warmup_epochs).")
+        return (f"{what} at step {self.step + 1} (epoch {self.epoch + 1}); stopping. {kept}. Try a lower "
+                "train.lr, train.amp=none, or warm-up (train.warmup_epochs).")
 
     # -- evaluation ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -295,6 +297,8 @@ class Trainer:
                 self.save(names)
                 if self._stop_requested():
                     self._interrupt()
+            if not self.last_eval and self.main:  # resumed a run that had already finished
+                self.last_eval = self.evaluate()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -335,9 +339,9 @@ class Trainer:
 
     def _interrupt(self) -> None:
         name = signal.Signals(self._stop_signal).name if self._stop_signal else "a stop request"
-        raise TrainingInterrupted(f"{name} received: saved {self.run_dir / 'last.pt'} at step {self.step} "
-                                  f"(epoch {self.epoch}); continue with `clusterloss train --resume "
-                                  f"{self.run_dir}`", self._stop_signal or signal.SIGTERM)
+        message = (f"{name} received: saved {self.run_dir / 'last.pt'} after step {self.step} ({self.epoch} "
+                   f"epochs complete); continue with `clusterloss train --resume {self.run_dir}`")
+        raise TrainingInterrupted(message, self._stop_signal or signal.SIGTERM)
 
 
 def _to_cpu(value: Any) -> Any:
