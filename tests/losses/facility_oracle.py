@@ -2,7 +2,7 @@
 
 One candidate at a time, every candidate clustering scored by scikit-learn: slow and obviously right.
 It is the test oracle for ``clusterloss.losses.facility_location`` and the baseline of
-``benchmarks/loss_speed.py`` (one copy, imported by both).
+``benchmarks/loss_speed.py`` (one copy, imported by both; the benchmark adds tests/losses to sys.path).
 
 Ties: a candidate wins if its objective is within ``TIE_RTOL * (1 + |best|)`` of the best and no earlier
 candidate is; this only makes round-off-level differences (different summation orders) count as ties.
