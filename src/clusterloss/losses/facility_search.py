@@ -252,7 +252,11 @@ def _suffix_first_min(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pam_refine(dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, iterations: int) -> torch.Tensor:
-    """PAM swaps (Algorithm 2 of the paper): ``iterations`` passes over the slots, no early stop."""
+    """PAM swaps (Algorithm 2 of the paper): ``iterations`` passes over the slots.
+
+    Like the original there is no convergence test on the objective; a pass that changes no medoid is a
+    fixed point, so the remaining passes (which would repeat it exactly) are skipped.
+    """
     k = medoids.shape[0]
     medoids = medoids.clone()
     if k == 1:  # one cluster: the margin is the same for every candidate
@@ -263,6 +267,7 @@ def pam_refine(dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, itera
     gamma = scorer.gamma
     slots = torch.arange(k, device=dev)
     for _ in range(iterations):
+        start_medoids = medoids.clone()
         pred = assign_to_medoids(dist, medoids)
         order = torch.sort(pred, stable=True).indices
         bounds = [0] + torch.cumsum(torch.bincount(pred, minlength=k), 0).tolist()
@@ -293,6 +298,8 @@ def pam_refine(dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, itera
             better = dist[j] < prefix_val
             prefix_val = torch.where(better, dist[j], prefix_val)
             prefix_arg = torch.where(better, s, prefix_arg)
+        if torch.equal(medoids, start_medoids):
+            break  # a pass is a deterministic function of its start: later passes would repeat this one
     return medoids
 
 

@@ -1,0 +1,85 @@
+"""Forward + backward time of the facility-location loss: ours vs the brute-force oracle, same run.
+
+    .venv/bin/python benchmarks/loss_speed.py [--sizes 32,64,128,256,512,1024] [--repeats 5] [--threads N]
+
+For each batch size B: D = 64, K = B / 4 classes of 4 samples, L2-normalized Gaussian embeddings, margins
+nmi and ami, PAM off (0) and on (5 passes). "ours" is the median over ``--repeats`` timed runs after one
+warm-up; the oracle (``tests/losses/facility_oracle.py``: NumPy + one scikit-learn call per candidate, as
+the TensorFlow original) is timed once, and skipped when its time, extrapolated from the previous size
+(calls grow as B * K, each call as B), would exceed ``--oracle-limit`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "losses"))
+import facility_oracle  # noqa: E402
+
+from clusterloss.losses.facility_location import facility_location_loss  # noqa: E402
+
+
+def _ours_ms(x: torch.Tensor, labels: torch.Tensor, kind: str, pam: int, repeats: int) -> float:
+    times = []
+    for i in range(repeats + 1):
+        e = x.clone().requires_grad_()
+        t0 = time.perf_counter()
+        facility_location_loss(e, labels, margin_type=kind, pam_iterations=pam).backward()
+        if i:  # the first run is a warm-up
+            times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def _oracle_ms(x: torch.Tensor, labels: torch.Tensor, kind: str, pam: int) -> float:
+    t0 = time.perf_counter()
+    facility_oracle.facility_location_loss(x.double().numpy(), labels.numpy(), 1.0, kind, pam)
+    return 1000.0 * (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="32,64,128,256,512,1024")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--oracle-limit", type=float, default=60.0, help="seconds")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
+          "D = 64, K = B/4, forward + backward, gamma = 1")
+    print("| B | K | margin | PAM | ours (ms) | oracle (ms) | speed-up |")
+    print("|---:|---:|:---|---:|---:|---:|---:|")
+    last_oracle: dict[tuple[str, int], tuple[int, float]] = {}
+    for b in sizes:
+        k = max(1, b // 4)
+        gen = torch.Generator().manual_seed(b)
+        x = torch.nn.functional.normalize(torch.randn(b, 64, generator=gen), dim=1).to(args.device)
+        labels = torch.arange(k).repeat_interleave(4)[:b].to(args.device)
+        for kind in ("nmi", "ami"):
+            for pam in (0, 5):
+                ours = _ours_ms(x, labels, kind, pam, args.repeats)
+                prev = last_oracle.get((kind, pam))
+                estimate = prev[1] * (b / prev[0]) ** 3 / 1000.0 if prev else 0.0
+                if estimate > args.oracle_limit:
+                    oracle_txt = f"skipped (est. {estimate:,.0f} s)"
+                    speed_txt = f"~{estimate * 1000 / ours:,.0f}x"
+                else:
+                    oracle = _oracle_ms(x.cpu(), labels.cpu(), kind, pam)
+                    last_oracle[(kind, pam)] = (b, oracle)
+                    oracle_txt, speed_txt = f"{oracle:,.0f}", f"{oracle / ours:,.0f}x"
+                row = f"| {b} | {k} | {kind} | {pam} | {ours:,.1f} | {oracle_txt} | {speed_txt} |"
+                print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
