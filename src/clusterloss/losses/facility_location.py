@@ -17,6 +17,7 @@ tied and the first wins.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -55,9 +56,9 @@ def _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations
         )
     if margin_type not in MARGIN_TYPES:
         raise ValueError(f"unknown margin_type {margin_type!r}; choose one of {MARGIN_TYPES}")
-    if isinstance(margin_multiplier, bool) or not isinstance(margin_multiplier, (int, float)):
+    if isinstance(margin_multiplier, bool) or not isinstance(margin_multiplier, numbers.Real):
         raise ValueError(f"margin_multiplier must be a number, got {margin_multiplier!r}")
-    if not math.isfinite(margin_multiplier) or margin_multiplier < 0:
+    if not math.isfinite(float(margin_multiplier)) or margin_multiplier < 0:
         raise ValueError(f"margin_multiplier must be finite and >= 0, got {margin_multiplier}")
     if isinstance(pam_iterations, bool) or not isinstance(pam_iterations, int) or pam_iterations < 0:
         raise ValueError(f"pam_iterations must be an int >= 0 (0 turns PAM off), got {pam_iterations!r}")
