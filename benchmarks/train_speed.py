@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +45,7 @@ def measure(model_name: str, variant: str, steps: int, warmup: int, device: str 
                          pam_iterations=5)
     opt = build_sgd(model, loss_fn, lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    totals = dict.fromkeys(PHASES, 0.0)
+    timed: dict[str, list[float]] = {p: [] for p in PHASES}
     batches = iter(loader)
     for i in range(warmup + steps):
         marks = [time.perf_counter()]
@@ -68,10 +69,12 @@ def measure(model_name: str, variant: str, steps: int, warmup: int, device: str 
         marks.append(time.perf_counter())
         if i >= warmup:
             for phase, a, b in zip(PHASES, marks, marks[1:], strict=False):
-                totals[phase] += b - a
-    step = sum(totals.values()) / steps
+                timed[phase].append(b - a)
+    # Medians per phase: robust to the other processes of a shared machine stealing a step now and then.
+    median = {p: statistics.median(v) for p, v in timed.items()}
+    step = sum(median.values())
     return {"model": model_name, "variant": variant, "img_s": 128 / step, "step_ms": 1000 * step,
-            **{f"{p}_pct": 100 * totals[p] / sum(totals.values()) for p in PHASES}}
+            **{f"{p}_pct": 100 * median[p] / step for p in PHASES}}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -108,7 +111,7 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, batch 128 "
           f"(32 classes x 4), facility-location loss (NMI margin, PAM), {args.steps} timed steps after "
-          f"{args.warmup} warm-up")
+          f"{args.warmup} warm-up; per-phase medians")
     print("| model | precision | mallopt | img/s | step ms | " + " | ".join(f"{p} %" for p in PHASES) + " |")
     print("|" + "---|" * (5 + len(PHASES)))
     rows = []

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,9 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         t, ev = self.config.train, self.config.eval
-        previous = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            previous = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.model.train()
             while self.epoch < t.epochs:
@@ -382,4 +385,8 @@ def train(config: Config | None, run_dir: str | Path, resume: bool = False) -> d
     elif (run_dir / "last.pt").exists():
         raise ValueError(f"{run_dir} already holds a run (last.pt); resume it with --resume or pick a new "
                          "--run-dir")
-    return Trainer(config, run_dir, resume=resume).fit()
+    try:
+        return Trainer(config, run_dir, resume=resume).fit()
+    finally:
+        if distributed.launched_by_torchrun() and distributed.is_distributed():
+            dist.destroy_process_group()
