@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -107,6 +108,8 @@ def main() -> None:
         return
     header = ("| N | D | classes | tool | time (s) | peak RSS (MB) | base RSS (MB) | NMI | AMI | R@1 | "
               "R-Prec | MAP@R | PML time / ours | breakdown |")
+    # The machine may be shared: the 1-minute load average says how many cores the run really had.
+    print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)\n")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for n in args.sizes:
@@ -129,6 +132,7 @@ def main() -> None:
                   f"{r['peak_rss_mb']:.0f} | {r['base_rss_mb']:.0f} | {r['nmi']:.4f} | {r['ami']:.4f} | "
                   f"{r['recall@1']:.4f} | "
                   f"{r['r_precision']:.4f} | {r['map@r']:.4f} | {ratio} | {r['parts']} |", flush=True)
+    print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -217,3 +217,13 @@ def test_collapsed_embedding_ranks_neighbours_by_index(backend):
     want, _ = brute_force(x, y, (1, 2))
     for key, value in want.items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_faiss_threads_honours_the_override_and_restores(monkeypatch):
+    if retrieval.faiss is None:
+        pytest.skip("faiss not installed")
+    before = retrieval.faiss.omp_get_max_threads()
+    monkeypatch.setenv("CLUSTERLOSS_FAISS_THREADS", "1")
+    with retrieval.faiss_threads():
+        assert retrieval.faiss.omp_get_max_threads() == 1
+    assert retrieval.faiss.omp_get_max_threads() == before

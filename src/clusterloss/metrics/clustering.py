@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from clusterloss.metrics import partition_scores
+from clusterloss.metrics.retrieval import faiss_threads
 
 try:
     import faiss
@@ -59,8 +60,9 @@ def kmeans(embeddings, num_clusters: int, *, seed: int = 0, backend: str = "auto
         # min_points_per_centroid=1 silences faiss's "please provide at least 39 points per centroid".
         km = faiss.Kmeans(x.shape[1], num_clusters, niter=iterations, seed=int(seed) + 1234,
                           min_points_per_centroid=1, verbose=False)
-        km.train(x)
-        _, assignment = km.index.search(x, 1)
+        with faiss_threads():
+            km.train(x)
+            _, assignment = km.index.search(x, 1)
         return assignment[:, 0].astype(np.int64)
     from sklearn.cluster import KMeans
 
