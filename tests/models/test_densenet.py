@@ -58,7 +58,7 @@ def test_hand_count_of_head_channels():
 def test_output_shape_and_unit_norm(name):
     model = build_model(name, embedding_dim=16).eval()
     with torch.no_grad():
-        out = model(torch.randn(3, 3, 32, 32))
+        out = model(torch.randn(3, 3, 16, 16))
     assert out.shape == (3, 16)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
 
@@ -67,7 +67,7 @@ def test_backward_reaches_every_parameter_and_dropout_option():
     model = build_model("densenet_bc40", embedding_dim=8, dropout=0.2)
     assert any(isinstance(m, torch.nn.Dropout) for m in model.modules())
     assert not any(isinstance(m, torch.nn.Dropout) for m in build_model("densenet_bc40").modules())
-    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    model(torch.randn(2, 3, 16, 16)).sum().backward()  # any size divisible by 4 works
     assert all(p.grad is not None for p in model.parameters())
 
 
