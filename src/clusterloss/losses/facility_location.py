@@ -98,16 +98,20 @@ def facility_location_loss(
     class_ids, classes = torch.unique(labels, return_inverse=True)
     k = class_ids.shape[0]
     gamma = float(margin_multiplier)
-    with torch.no_grad():
+    # inference_mode: cheaper dispatch for the many small ops of the search; its outputs are cloned into
+    # normal tensors because they index the differentiable distances below.
+    with torch.inference_mode():
         found = facility_location_search(
             dist.detach(), classes, k, margin_type, gamma, pam_iterations, round32=x.dtype != torch.float64
         )
         assignment = assign_to_medoids(dist.detach(), found.medoids)
         stats = contingency_statistics(classes, assignment)
         score = float(scores_from_statistics(margin_type, **stats).clamp_min(0.0))
+    medoids, greedy_medoids = found.medoids.clone(), found.greedy_medoids.clone()
+    assignment = assignment.clone()
     if x.dtype != torch.float64:
         score = float(torch.tensor(score, dtype=torch.float32))  # the original casts the score to float32
-    score_pred = -torch.amin(dist[found.medoids], dim=0).sum()
+    score_pred = -torch.amin(dist[medoids], dim=0).sum()
     score_gt = ground_truth_facility_score(dist, classes, k)
     margin = gamma * (1.0 - score)
     augmented = score_pred + margin - score_gt
@@ -116,8 +120,8 @@ def facility_location_loss(
     if not return_details:
         return loss
     details = {
-        "medoids": found.medoids,
-        "greedy_medoids": found.greedy_medoids,
+        "medoids": medoids,
+        "greedy_medoids": greedy_medoids,
         "assignment": assignment,
         "score_pred": score_pred,
         "score_gt": score_gt,
