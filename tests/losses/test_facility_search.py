@@ -75,3 +75,39 @@ def test_sparse_candidate_scores_equal_direct_scores(kind):
             pred = torch.where(captured[c], slots, base)
             expected = max(0.0, partition_score(y, pred, kind))
             assert fast[c].item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_several_base_clusterings_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(2)
+    y = torch.tensor(rng.integers(0, 4, 20))
+    y = torch.unique(y, return_inverse=True)[1]
+    scorer = _Scorer(y, int(y.max()) + 1, "ami", gamma=1.0, round32=False)
+    bases = torch.tensor(rng.integers(0, 3, size=(3, 20)))
+    bases[:, :3] = torch.arange(3)
+    captured = torch.tensor(rng.random((7, 20)) < 0.3)
+    captured[:, :3] = False
+    captured[:, -1] = True
+    cand_base = torch.tensor([0, 0, 1, 2, 2, 2, 1])
+    cand, pt = torch.nonzero(captured, as_tuple=True)
+    together = scorer.candidates(bases, 3, 4, cand, pt, 7, cand_base=cand_base)
+    for c in range(7):
+        one_c, one_pt = torch.nonzero(captured[c : c + 1], as_tuple=True)
+        alone = scorer.candidates(bases[cand_base[c]], 3, 4, one_c, one_pt, 1)
+        assert together[c].item() == pytest.approx(alone.item(), abs=1e-12)
+
+
+def test_speculative_pam_windows_equal_slot_by_slot_pam():
+    from clusterloss.losses.facility_search import greedy_facility_search, pam_refine
+
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        b = int(rng.integers(8, 40))
+        y = torch.unique(torch.tensor(rng.integers(0, max(2, b // 3), b)), return_inverse=True)[1]
+        k = int(y.max()) + 1
+        x = torch.tensor(rng.normal(size=(b, 3)))
+        d = pairwise_distances(x)
+        scorer = _Scorer(y, k, ("nmi", "ami", "ari")[trial % 3], gamma=float(trial % 4) / 2, round32=False)
+        start = greedy_facility_search(d, scorer, k)
+        sequential = pam_refine(d, scorer, start, 3, window=1)
+        for window in (2, 5, 16):
+            assert torch.equal(pam_refine(d, scorer, start, 3, window=window), sequential)

@@ -114,30 +114,45 @@ class _Scorer:
         return self.margin(1, self.sum_f_rows, self.f[self.n], self.sum_sq_rows, n * n, self.h[self.n])
 
     def candidates(self, slot_of: torch.Tensor, num_slots: int, n_cols: int, cand: torch.Tensor,
-                   pt: torch.Tensor, num_cand: int) -> torch.Tensor:
+                   pt: torch.Tensor, num_cand: int, cand_base: torch.Tensor | None = None) -> torch.Tensor:
         """Margin scores [num_cand] of "base clustering, then cand[e] takes point pt[e] into a new slot".
 
-        ``slot_of`` [B] is the base clustering (values < num_slots); each (cand, pt) pair appears once.
-        No base slot may be emptied by a candidate; every candidate clustering has ``n_cols`` clusters.
+        ``slot_of`` [B] (or [W, B]: W base clusterings, candidate c using base ``cand_base[c]``) holds slot
+        ids < num_slots; each (cand, pt) pair appears once. No base slot may be emptied by a candidate;
+        every candidate clustering has ``n_cols`` clusters.
         """
         y, f, h, r = self.y, self.f, self.h, self.r
         b_pts = y.shape[0]
         dev = y.device
-        # Order points by (slot, class) and the captured pairs by (candidate, that order): a candidate's
-        # captured points of one base cell, or of one base column, are then contiguous runs.
-        sorted_cells, perm = torch.sort(slot_of * r + y, stable=True)
-        _, cell_rank, cell_sizes = torch.unique_consecutive(
+        if slot_of.dim() == 1:
+            slot_of = slot_of[None, :]
+            cand_base = torch.zeros(num_cand, dtype=torch.long, device=dev)
+        w = slot_of.shape[0]
+        # Each base is a separate copy of the points ("virtual points" base * B + i) with its own slot ids
+        # base * num_slots + slot, so one pass handles all bases.
+        vslot = (slot_of + torch.arange(w, device=dev)[:, None] * num_slots).flatten()
+        vy = y.repeat(w)
+        # Order virtual points by (slot, class) and the captured pairs by (candidate, that order): a
+        # candidate's captured points of one base cell, or of one base column, are then contiguous runs.
+        sorted_cells, perm = torch.sort(vslot * r + vy, stable=True)
+        cell_keys, cell_rank, cell_sizes = torch.unique_consecutive(
             sorted_cells, return_inverse=True, return_counts=True
         )
-        slot_sorted, y_sorted = slot_of[perm], y[perm]
-        cols = torch.bincount(slot_of, minlength=num_slots)
-        base_f_cells, base_sq_cells = f[cell_sizes].sum(), (cell_sizes.double() ** 2).sum()
-        base_f_cols, base_sq_cols, base_h = f[cols].sum(), (cols.double() ** 2).sum(), h[cols].sum()
+        cell_base = cell_keys // (r * num_slots)
+        slot_sorted, y_sorted = vslot[perm], vy[perm]
+        cols = torch.bincount(vslot, minlength=w * num_slots)
+        zeros = torch.zeros(w, dtype=torch.float64, device=dev)
+        base_f_cells = zeros.index_add(0, cell_base, f[cell_sizes])
+        base_sq_cells = zeros.index_add(0, cell_base, cell_sizes.double() ** 2)
+        base_f_cols = f[cols].view(w, num_slots).sum(1)
+        base_sq_cols = (cols.double() ** 2).view(w, num_slots).sum(1)
+        base_h = h[cols].view(w, num_slots).sum(1)
 
+        n_virtual = w * b_pts
         order_of = torch.empty_like(perm)
-        order_of[perm] = torch.arange(b_pts, device=dev)
-        pair = torch.sort(cand * b_pts + order_of[pt]).values
-        cand, pos = pair // b_pts, pair % b_pts
+        order_of[perm] = torch.arange(n_virtual, device=dev)
+        pair = torch.sort(cand * n_virtual + order_of[cand_base[cand] * b_pts + pt]).values
+        cand, pos = pair // n_virtual, pair % n_virtual
         delta = torch.zeros(num_cand, 5, dtype=torch.float64, device=dev)
         # Cells (slot, class) losing p of their n points: f(n - p) - f(n) and (n - p)^2 - n^2.
         rank = cell_rank[pos]
@@ -147,7 +162,7 @@ class _Scorer:
         delta[:, 1].index_add_(0, cand[start], (p * p - 2 * p * n).double())
         # Columns losing p of their b points.
         col = slot_sorted[pos]
-        start, p = _runs(cand * num_slots + col)
+        start, p = _runs(cand * (w * num_slots) + col)
         b = cols[col[start]]
         delta[:, 2].index_add_(0, cand[start], f[b - p] - f[b])
         delta[:, 3].index_add_(0, cand[start], (p * p - 2 * p * b).double())
@@ -161,11 +176,11 @@ class _Scorer:
         taken_d = taken.double()
         return self.margin(
             n_cols,
-            base_f_cells + delta[:, 0],
-            base_f_cols + delta[:, 2] + f[taken],
-            base_sq_cells + delta[:, 1],
-            base_sq_cols + delta[:, 3] + taken_d * taken_d,
-            base_h + delta[:, 4] + h[taken],
+            base_f_cells[cand_base] + delta[:, 0],
+            base_f_cols[cand_base] + delta[:, 2] + f[taken],
+            base_sq_cells[cand_base] + delta[:, 1],
+            base_sq_cols[cand_base] + delta[:, 3] + taken_d * taken_d,
+            base_h[cand_base] + delta[:, 4] + h[taken],
         )
 
 
@@ -251,9 +266,38 @@ def _suffix_first_min(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values, first
 
 
-def pam_refine(dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, iterations: int) -> torch.Tensor:
+def _segment_first_best(totals: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Per segment (sorted, non-empty), the position of its first near-best total (as ``_first_best``)."""
+    best = torch.full((num_segments,), float("-inf"), dtype=totals.dtype, device=totals.device)
+    best = best.scatter_reduce(0, segment, totals, "amax")
+    near = totals >= (best - TIE_RTOL * (1.0 + best.abs()))[segment]
+    pos = torch.arange(totals.shape[0], device=totals.device)
+    first = torch.full((num_segments,), totals.shape[0], dtype=torch.long, device=totals.device)
+    return first.scatter_reduce(0, segment[near], pos[near], "amin")
+
+
+def _running_first_min(start_val, start_arg, rows, first_slot):
+    """Prefix minima [W + 1, B] of ``start`` then ``rows`` (slots first_slot, first_slot + 1, ...),
+    with the first slot attaining each minimum (earlier slots win ties)."""
+    stacked = torch.cat([start_val[None, :], rows])
+    values = torch.cummin(stacked, dim=0).values
+    steps = torch.arange(stacked.shape[0], device=rows.device)[:, None]
+    # The first attaining position is the last position at which the running minimum strictly dropped.
+    dropped = torch.ones_like(stacked, dtype=torch.bool)
+    dropped[1:] = stacked[1:] < values[:-1]
+    last_drop = torch.cummax(torch.where(dropped, steps, torch.zeros_like(steps)), dim=0).values
+    args = torch.where(last_drop == 0, start_arg[None, :], first_slot + last_drop - 1)
+    return values, args
+
+
+def pam_refine(
+    dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, iterations: int, window: int = 16
+) -> torch.Tensor:
     """PAM swaps (Algorithm 2 of the paper): ``iterations`` passes over the slots.
 
+    Slot s sees the slots before it already updated in this pass. The slots are evaluated speculatively
+    ``window`` at a time as if no earlier slot of the window changes its medoid; the choices are exact up
+    to and including the first slot that does change, and the next window starts after it.
     Like the original there is no convergence test on the objective; a pass that changes no medoid is a
     fixed point, so the remaining passes (which would repeat it exactly) are skipped.
     """
@@ -263,6 +307,7 @@ def pam_refine(dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, itera
         for _ in range(iterations):
             medoids[0] = _first_best(-dist.sum(dim=0))
         return medoids
+    b = dist.shape[0]
     dev = dist.device
     gamma = scorer.gamma
     slots = torch.arange(k, device=dev)
@@ -271,33 +316,49 @@ def pam_refine(dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, itera
         pred = assign_to_medoids(dist, medoids)
         order = torch.sort(pred, stable=True).indices
         bounds = [0] + torch.cumsum(torch.bincount(pred, minlength=k), 0).tolist()
-        suffix_val, suffix_arg = _suffix_first_min(dist[medoids])
-        prefix_val = torch.full_like(dist[0], float("inf"))
-        prefix_arg = torch.full_like(pred, k)
-        for s in range(k):
-            members = order[bounds[s] : bounds[s + 1]]
-            if members.shape[0] == 1:  # a singleton cluster keeps its medoid
-                j = members[0]
+        suffix_val, suffix_arg = _suffix_first_min(dist[medoids])  # slots after s are not updated yet
+        prefix_val = torch.full((b,), float("inf"), dtype=dist.dtype, device=dev)
+        prefix_arg = torch.full((b,), k, dtype=torch.long, device=dev)
+        s0 = 0
+        while s0 < k:
+            s1 = min(k, s0 + window)
+            w = s1 - s0
+            run_val, run_arg = _running_first_min(prefix_val, prefix_arg, dist[medoids[s0:s1]], s0)
+            use_prefix = run_val[:w] <= suffix_val[s0 + 1 : s1 + 1]
+            other_val = torch.where(use_prefix, run_val[:w], suffix_val[s0 + 1 : s1 + 1])  # [W, B]
+            other_slot = torch.where(use_prefix, run_arg[:w], suffix_arg[s0 + 1 : s1 + 1])
+            # The other slots' medoids stay in their own slots.
+            forced = torch.zeros(w, b, dtype=torch.bool, device=dev)
+            forced[:, medoids] = True
+            forced[torch.arange(w, device=dev), medoids[s0:s1]] = False
+            medoid_slot = torch.zeros(b, dtype=torch.long, device=dev)
+            medoid_slot[medoids] = slots
+            other_slot = torch.where(forced, medoid_slot[None, :], other_slot)
+            cands = order[bounds[s0] : bounds[s1]]  # members of the window's clusters, by slot
+            cand_slot = pred[cands]
+            cand_w = cand_slot - s0
+            rows = dist[cands]
+            val = other_val[cand_w]
+            captured = (rows < val) | ((rows == val) & (other_slot[cand_w] > cand_slot[:, None]))
+            captured &= ~forced[cand_w]
+            captured[torch.arange(cands.shape[0], device=dev), cands] = True
+            cand, pt = torch.nonzero(captured, as_tuple=True)
+            margin = scorer.candidates(other_slot, k, k, cand, pt, cands.shape[0], cand_base=cand_w)
+            # -sum_{i in cluster} D[i, j] for each member j of the cluster (clusters from the pass start)
+            inside = pred[:, None] == cand_slot[None, :]
+            energy = -(dist[:, cands] * inside).sum(dim=0)
+            choice = cands[_segment_first_best(energy + gamma * (1.0 - margin), cand_w, w)]
+            changed = torch.nonzero(choice != medoids[s0:s1]).flatten().tolist()
+            last = s0 + changed[0] if changed else s1 - 1  # choices up to here are exact
+            medoids[s0 : last + 1] = choice[: last + 1 - s0]
+            if changed:
+                step = last - s0 + 1
+                accepted = dist[medoids[s0 : last + 1]]
+                run_val, run_arg = _running_first_min(prefix_val, prefix_arg, accepted, s0)
             else:
-                use_prefix = prefix_val <= suffix_val[s + 1]
-                other_val = torch.where(use_prefix, prefix_val, suffix_val[s + 1])
-                other_slot = torch.where(use_prefix, prefix_arg, suffix_arg[s + 1])
-                others = torch.ones(k, dtype=torch.bool, device=dev)
-                others[s] = False
-                other_meds = medoids[others]
-                other_slot[other_meds] = slots[others]
-                rows = dist[members]  # [C, B]
-                captured = (rows < other_val) | ((rows == other_val) & (other_slot > s))
-                captured[:, other_meds] = False
-                captured[torch.arange(members.shape[0], device=dev), members] = True
-                cand, pt = torch.nonzero(captured, as_tuple=True)
-                margin = scorer.candidates(other_slot, k, k, cand, pt, members.shape[0])
-                energy = -rows[:, members].sum(dim=0)  # -sum_{i in cluster} D[i, j] for each member j
-                j = members[_first_best(energy + gamma * (1.0 - margin))]
-            medoids[s] = j
-            better = dist[j] < prefix_val
-            prefix_val = torch.where(better, dist[j], prefix_val)
-            prefix_arg = torch.where(better, s, prefix_arg)
+                step = w
+            prefix_val, prefix_arg = run_val[step], run_arg[step]
+            s0 = last + 1
         if torch.equal(medoids, start_medoids):
             break  # a pass is a deterministic function of its start: later passes would repeat this one
     return medoids
