@@ -18,7 +18,9 @@ Speed: a candidate's clustering differs from a *base* clustering only in the poi
 is nearer to than their base medoid, plus itself). Every partition score is a function of a few sums over
 cells and columns of the contingency table (``clusterloss.metrics.partition_scores``), so each candidate's
 statistics are the base statistics plus a sparse update over the captured (candidate, point) pairs. There
-is no Python loop over candidates or points: only over the K greedy steps and the PAM passes and slots.
+is no Python loop over candidates or points: only over the K greedy steps and the PAM passes and slot
+windows (PAM evaluates up to 16 slots at once speculatively, see :func:`pam_refine`). Greedy candidates
+whose energy is more than gamma below the best cannot win (scores lie in [0, 1]) and are not scored.
 
 The search runs without gradients, in float64 on the distances' device. Its choices are constants for the
 loss, exactly as in the original.
