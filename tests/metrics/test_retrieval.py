@@ -223,7 +223,7 @@ def test_faiss_threads_honours_the_override_and_restores(monkeypatch):
     if retrieval.faiss is None:
         pytest.skip("faiss not installed")
     before = retrieval.faiss.omp_get_max_threads()
-    monkeypatch.setenv("CLUSTERLOSS_FAISS_THREADS", "1")
+    monkeypatch.setenv("CLUSTERLOSS_THREADS", "1")
     with retrieval.faiss_threads():
         assert retrieval.faiss.omp_get_max_threads() == 1
     assert retrieval.faiss.omp_get_max_threads() == before

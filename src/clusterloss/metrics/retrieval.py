@@ -47,6 +47,7 @@ except ImportError:  # pragma: no cover - exercised only where faiss is absent
 __all__ = [
     "BACKENDS",
     "faiss_threads",
+    "idle_cores",
     "iter_knn",
     "nearest_neighbors",
     "retrieval_metrics",
@@ -61,26 +62,33 @@ BACKENDS = ("auto", "faiss", "torch")
 _CHUNK_BYTES = 256 * 2**20
 
 
+def idle_cores() -> int:
+    """Cores not already busy: cpu count minus the 1-minute load average, plus one for the caller; >= 1.
+
+    ``$CLUSTERLOSS_THREADS`` overrides it. On a shared machine, OpenMP-style libraries (faiss, openTSNE)
+    run faster with this many threads than with all cores, whose barrier spinning stalls on busy CPUs.
+    """
+    env = os.environ.get("CLUSTERLOSS_THREADS")
+    if env:
+        return max(1, int(env))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, round((os.cpu_count() or 1) - load + 1))
+
+
 @contextlib.contextmanager
 def faiss_threads(threads: int | None = None):
     """Run the enclosed faiss calls with ``threads`` OpenMP threads, then restore the previous setting.
 
-    Default: ``$CLUSTERLOSS_FAISS_THREADS`` if set, else the cores not already busy (cpu count minus the
-    1-minute load average, plus one for this process), at least 1. faiss's OpenMP threads spin at barriers,
-    so on a shared machine one descheduled thread stalls the rest: k-means of 10,000 points took 1.2 s with
-    2 threads and 0.05 s with 1 on 2 cores at load 4.
+    Default: :func:`idle_cores`. faiss's OpenMP threads spin at barriers, so on a shared machine one
+    descheduled thread stalls the rest: k-means of 10,000 points took 1.2 s with 2 threads and 0.05 s
+    with 1 on 2 cores at load 4.
     """
     if faiss is None:
         yield
         return
     previous = faiss.omp_get_max_threads()
     if threads is None:
-        env = os.environ.get("CLUSTERLOSS_FAISS_THREADS")
-        if env:
-            threads = int(env)
-        else:
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-            threads = round((os.cpu_count() or 1) - load + 1)
+        threads = idle_cores()
     faiss.omp_set_num_threads(max(1, min(int(threads), previous)))
     try:
         yield
