@@ -65,6 +65,7 @@ def test_thumbnails_are_drawn_at_their_own_points():
     assert tuple(gray[95, 5]) == (255, 255, 255) and tuple(gray[5, 5]) == (0, 0, 0)
 
 
+@pytest.mark.slow
 def test_tsne_map_writes_a_png_in_both_modes(tmp_path):
     x, y = blobs(n_per=15)
     imgs = np.random.default_rng(0).integers(0, 255, (45, 3, 16, 16)).astype(np.uint8)
