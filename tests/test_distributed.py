@@ -2,6 +2,9 @@
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +112,24 @@ def test_helpers_are_identities_without_a_process_group():
     assert (distributed.world_size(), distributed.rank(), distributed.is_main_process()) == (1, 0, True)
     distributed.scale_grad(x, 3.0).sum().backward()
     torch.testing.assert_close(x.grad, torch.full((3, 2), 3.0))
+
+
+@pytest.mark.slow
+def test_torchrun_trains_with_two_gloo_processes(tmp_path):
+    from clusterloss.checkpoint import load_checkpoint
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "digits_convnet.yaml"
+    run_dir = tmp_path / "run"
+    sets = ["train.epochs=1", "train.steps_per_epoch=3", "train.progress=false", "train.batch_samples=8",
+            "eval.kmeans_seeds=[0]", "train.checkpoint_every_steps=2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", "-m", "clusterloss", "train", "--config", str(config),
+           "--run-dir", str(run_dir),
+           *[f"--set={s}" for s in sets]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finished") == 1  # only rank 0 reports
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert (ckpt["world_size"], ckpt["step"], len(ckpt["rng"]["ranks"])) == (2, 3, 2)
+    assert (run_dir / "best.pt").exists() and (run_dir / "metrics.jsonl").exists()

@@ -17,7 +17,8 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+    """This process's rank; before/after the process group exists, the rank torchrun assigned (else 0)."""
+    return dist.get_rank() if is_distributed() else int(os.environ.get("RANK", "0"))
 
 
 def is_main_process() -> bool:

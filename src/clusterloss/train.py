@@ -385,8 +385,9 @@ def train(config: Config | None, run_dir: str | Path, resume: bool = False) -> d
     elif (run_dir / "last.pt").exists():
         raise ValueError(f"{run_dir} already holds a run (last.pt); resume it with --resume or pick a new "
                          "--run-dir")
-    try:
-        return Trainer(config, run_dir, resume=resume).fit()
-    finally:
-        if distributed.launched_by_torchrun() and distributed.is_distributed():
-            dist.destroy_process_group()
+    metrics = Trainer(config, run_dir, resume=resume).fit()
+    if distributed.launched_by_torchrun() and distributed.is_distributed():
+        # Only after success: a failed rank just exits and torchrun stops the others.
+        dist.barrier()  # no rank tears the group down while another still talks to it
+        dist.destroy_process_group()
+    return metrics
