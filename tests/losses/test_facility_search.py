@@ -111,3 +111,48 @@ def test_speculative_pam_windows_equal_slot_by_slot_pam():
         sequential = pam_refine(d, scorer, start, 3, window=1)
         for window in (2, 5, 16):
             assert torch.equal(pam_refine(d, scorer, start, 3, window=window), sequential)
+
+
+@pytest.mark.parametrize("kind", ["nmi", "ami", "ari", "vmeasure", "const"])
+def test_dense_scores_equal_sparse_scores(kind):
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        b = int(rng.integers(6, 25))
+        y = torch.tensor(rng.integers(0, int(rng.integers(1, b + 1)), b))
+        y = torch.unique(y, return_inverse=True)[1]
+        r = int(y.max()) + 1
+        slots = int(rng.integers(1, 5))
+        base = torch.tensor(rng.integers(0, slots, b))
+        base[:slots] = torch.arange(slots)
+        n_cols = int(torch.unique(base).numel()) + 1
+        captured = torch.tensor(rng.random((5, b)) < 0.4)
+        captured[:, :slots] = False
+        captured[:, -1] = True
+        cand, pt = torch.nonzero(captured, as_tuple=True)
+        scorer = _Scorer(y, r, kind, gamma=1.0, round32=False)
+        sparse = scorer.candidates(base, slots, n_cols, cand, pt, 5)
+        dense = scorer.dense(torch.where(captured, slots, base[None, :]), slots + 1)
+        assert torch.allclose(dense, sparse, rtol=0, atol=1e-12)
+
+
+def test_dense_and_sparse_search_paths_choose_the_same_medoids(monkeypatch):
+    from clusterloss.losses import facility_search
+
+    rng = np.random.default_rng(11)
+    for trial in range(15):
+        b = int(rng.integers(2, 40))
+        y = torch.tensor(rng.integers(0, max(1, b // (1 + trial % 3)), b))
+        y = torch.unique(y, return_inverse=True)[1]
+        k = int(y.max()) + 1
+        # half-integer grids: exact duplicates and distance ties
+        x = rng.integers(-3, 4, size=(b, 2)) / 2.0 if trial % 2 else rng.normal(size=(b, 3))
+        x = torch.tensor(x)
+        d = pairwise_distances(x)
+        kind = ("nmi", "ami", "ari", "vmeasure", "const")[trial % 5]
+        args = (d, y, k, kind, float(trial % 3), 3, False)
+        dense = facility_search.facility_location_search(*args)
+        monkeypatch.setattr(facility_search, "DENSE_TABLE_LIMIT", 0)
+        sparse = facility_search.facility_location_search(*args)
+        monkeypatch.undo()
+        assert torch.equal(dense.greedy_medoids, sparse.greedy_medoids)
+        assert torch.equal(dense.medoids, sparse.medoids)

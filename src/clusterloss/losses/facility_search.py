@@ -40,6 +40,10 @@ MARGIN_TYPES = ("nmi", "ami", "ari", "vmeasure", "const")
 TIE_RTOL = 1e-10
 # Pruning keeps candidates within gamma of the best energy, with this much extra slack (>> TIE_RTOL).
 _PRUNE_RTOL = 1e-8
+# Dense scoring (a full [candidates, slots x classes] count table per step) while that table has at most
+# this many entries: a few fixed-shape ops instead of the sorts and run-length grouping of the sparse
+# update, which win only at large B (the table grows as B^3 for K ~ B).
+DENSE_TABLE_LIMIT = 1 << 18
 
 
 def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
@@ -99,6 +103,7 @@ class _Scorer:
         )
         self.sum_f_rows = self.f[sizes].sum()
         self.sum_sq_rows = (sizes.double() ** 2).sum()
+        self.ones = torch.ones(0, 0, dtype=torch.float64, device=dev)
 
     def margin(self, n_cols, sum_f_cells, sum_f_cols, sum_sq_cells, sum_sq_cols, emi) -> torch.Tensor:
         """gamma-free margin score (clamped at 0 like the original; float32-rounded for float32 inputs)."""
@@ -110,6 +115,37 @@ class _Scorer:
         if self.round32:
             score = score.float().double()
         return score
+
+    def use_dense(self, num_cand: int, num_slots: int) -> bool:
+        """Whether :meth:`dense` is the cheaper way to score ``num_cand`` candidates."""
+        return num_cand * num_slots * self.r <= DENSE_TABLE_LIMIT
+
+    def dense(self, labels: torch.Tensor, num_slots: int) -> torch.Tensor:
+        """Margin scores [C] of the clusterings ``labels`` [C, B] (slot ids < num_slots), all at once.
+
+        One scatter builds each candidate's contingency table [C, num_slots * R]; its cell statistics are
+        read back per point (sum_cells f(n) = sum_points log n_cell(point), sum_cells n^2 = sum_points
+        n_cell(point)), so the table itself is never scanned.
+        """
+        c = labels.shape[0]
+        dev = labels.device
+        ones = self.ones
+        if ones.shape[0] < c or ones.shape[1] != labels.shape[1]:
+            self.ones = ones = torch.ones(max(c, self.n), labels.shape[1], dtype=torch.float64, device=dev)
+        ones = ones[:c]
+        key = labels * self.r + self.y
+        cells = torch.zeros(c, num_slots * self.r, dtype=torch.float64, device=dev).scatter_add_(1, key, ones)
+        per_point = cells.gather(1, key)
+        cols = torch.zeros(c, num_slots, dtype=torch.float64, device=dev).scatter_add_(1, labels, ones)
+        n_cols = (cols > 0).sum(1)
+        return self.margin(
+            n_cols,
+            torch.log(per_point).sum(1),
+            torch.special.xlogy(cols, cols).sum(1),
+            per_point.sum(1),
+            (cols * cols).sum(1),
+            self.h[cols.long()].sum(1) if self.kind == "ami" else None,
+        )
 
     def single_cluster(self) -> torch.Tensor:
         n = torch.tensor(float(self.n), dtype=torch.float64, device=self.y.device)
@@ -201,6 +237,35 @@ def _first_best(totals: torch.Tensor) -> torch.Tensor:
     return torch.argmax(near.to(torch.int8))  # first True
 
 
+def _greedy_dense(dist: torch.Tensor, scorer: _Scorer, k: int, first: torch.Tensor) -> torch.Tensor:
+    """Greedy steps 2..K with every point scored as a candidate in fixed-shape dense tensors.
+
+    Candidate c captures the points it is nearer to than their medoid (and itself); chosen medoids are
+    masked out of the choice. No pruning, sort or host sync: a handful of ops on [B, B] per step.
+    """
+    b = dist.shape[0]
+    dev = dist.device
+    gamma = scorer.gamma
+    picks = torch.empty(k, dtype=torch.long, device=dev)
+    picks[0] = first
+    dmin = dist[first].clone()
+    slot = torch.zeros(b, dtype=torch.long, device=dev)
+    chosen = torch.zeros(b, dtype=torch.bool, device=dev)
+    chosen[first] = True
+    eye = torch.eye(b, dtype=torch.bool, device=dev)
+    for m in range(1, k):
+        captured = (dist < dmin[None, :]) | eye  # a candidate on a medoid (dmin = 0) still takes itself
+        labels = torch.where(captured, m, slot[None, :])
+        margin = scorer.dense(labels, k)
+        totals = -torch.minimum(dist, dmin[None, :]).sum(dim=1) + gamma * (1.0 - margin)
+        c = _first_best(totals.masked_fill_(chosen, float("-inf")))
+        slot = labels[c]
+        dmin = torch.minimum(dmin, dist[c])
+        chosen[c] = True
+        picks[m] = c
+    return picks
+
+
 def greedy_facility_search(dist: torch.Tensor, scorer: _Scorer, k: int) -> torch.Tensor:
     """Greedy loss-augmented inference: K medoids [K] in pick order.
 
@@ -214,6 +279,8 @@ def greedy_facility_search(dist: torch.Tensor, scorer: _Scorer, k: int) -> torch
     gamma = scorer.gamma
     totals = -dist.sum(dim=1) + gamma * (1.0 - scorer.single_cluster())
     first = _first_best(totals)
+    if k > 1 and scorer.use_dense(b, k):
+        return _greedy_dense(dist, scorer, k, first)
     picks = [first]
     dmin = dist[first].clone()
     slot = torch.zeros(b, dtype=torch.long, device=dev)
