@@ -9,9 +9,7 @@ in dataset order (row i of ``embeddings.npy`` is image i of the split).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +76,6 @@ def extract(
         data_root: dataset folder if it moved since training (default: the config's ``data.root``).
     """
     from clusterloss.checkpoint import load_checkpoint, model_from_checkpoint
-    from clusterloss.data import iterate_in_order
 
     path = Path(checkpoint_path)
     if not path.exists():
@@ -86,21 +83,16 @@ def extract(
     ckpt = load_checkpoint(path)
     model, config = model_from_checkpoint(ckpt)
     splits, dataset = _dataset_for(config, split, data_root)
-    dev = _device(device)
-    model = model.to(dev).eval()
-    bs = batch_size or config.eval.batch_size
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    batches = iterate_in_order(dataset, bs, dev, splits.mean, splits.std)
-    if progress:
-        from tqdm import tqdm
+    from clusterloss.models.inference import embed_dataset
 
-        batches = tqdm(batches, total=math.ceil(len(dataset) / bs), desc=f"embedding {dataset.name}/{split}",
-                       dynamic_ncols=True)
-    parts = []
-    with torch.inference_mode(), autocast:
-        for images, _ in batches:
-            parts.append(model(images).float().cpu())
-    embeddings = torch.cat(parts).numpy() if parts else np.zeros((0, config.model.embedding_dim), np.float32)
+    dev = _device(device)
+    model = model.to(dev)
+    if len(dataset):
+        embeddings = embed_dataset(model, dataset, splits.mean, splits.std,
+                                   batch_size=batch_size or config.eval.batch_size, device=dev,
+                                   amp_dtype=torch.bfloat16 if bf16 else None, progress=progress).numpy()
+    else:
+        embeddings = np.zeros((0, config.model.embedding_dim), np.float32)
     meta = {
         "dataset": config.data.name, "split": SPLITS[split], "dataset_split": dataset.split,
         "protocol": config.data.protocol, "train_classes": config.data.train_classes,
