@@ -96,6 +96,7 @@ class _Scorer:
         sizes = torch.bincount(classes, minlength=num_classes)
         grid = torch.arange(self.n + 1, device=dev)
         self.f = xlogx(grid)  # f[x] = x log x
+        self.log = torch.log(grid.double())
         self.h = (
             expected_mutual_info_table(sizes, self.n, grid)
             if kind == "ami" and num_classes > 1
@@ -103,7 +104,8 @@ class _Scorer:
         )
         self.sum_f_rows = self.f[sizes].sum()
         self.sum_sq_rows = (sizes.double() ** 2).sum()
-        self.ones = torch.ones(0, 0, dtype=torch.float64, device=dev)
+        self.ones = torch.ones(0, 0, dtype=torch.float32, device=dev)  # buffers of :meth:`dense`
+        self.cells = torch.zeros(0, 0, dtype=torch.float32, device=dev)
 
     def margin(self, n_cols, sum_f_cells, sum_f_cols, sum_sq_cells, sum_sq_cols, emi) -> torch.Tensor:
         """gamma-free margin score (clamped at 0 like the original; float32-rounded for float32 inputs)."""
@@ -127,24 +129,30 @@ class _Scorer:
         read back per point (sum_cells f(n) = sum_points log n_cell(point), sum_cells n^2 = sum_points
         n_cell(point)), so the table itself is never scanned.
         """
-        c = labels.shape[0]
+        c, b = labels.shape
         dev = labels.device
-        ones = self.ones
-        if ones.shape[0] < c or ones.shape[1] != labels.shape[1]:
-            self.ones = ones = torch.ones(max(c, self.n), labels.shape[1], dtype=torch.float64, device=dev)
-        ones = ones[:c]
+        width = num_slots * self.r
+        if self.ones.shape[0] < c or self.cells.shape[1] != width:
+            rows = max(c, b)
+            self.ones = torch.ones(rows, b, dtype=torch.int32, device=dev)
+            self.cells = torch.zeros(rows, width, dtype=torch.int32, device=dev)
+        ones, cells = self.ones[:c], self.cells[:c]
         key = labels * self.r + self.y
-        cells = torch.zeros(c, num_slots * self.r, dtype=torch.float64, device=dev).scatter_add_(1, key, ones)
+        # The table is kept all-zero between calls: counts are added, read, and subtracted again, which
+        # is cheaper than clearing the whole table.
+        cells.scatter_add_(1, key, ones)
         per_point = cells.gather(1, key)
-        cols = torch.zeros(c, num_slots, dtype=torch.float64, device=dev).scatter_add_(1, labels, ones)
+        cells.scatter_add_(1, key, -ones)
+        cols = torch.zeros(c, num_slots, dtype=torch.int32, device=dev).scatter_add_(1, labels, ones)
         n_cols = (cols > 0).sum(1)
+        cols = cols.long()
         return self.margin(
             n_cols,
-            torch.log(per_point).sum(1),
-            torch.special.xlogy(cols, cols).sum(1),
-            per_point.sum(1),
-            (cols * cols).sum(1),
-            self.h[cols.long()].sum(1) if self.kind == "ami" else None,
+            self.log[per_point].sum(1),
+            self.f[cols].sum(1),
+            per_point.sum(1, dtype=torch.float64),
+            (cols * cols).sum(1).double(),
+            self.h[cols].sum(1) if self.kind == "ami" else None,
         )
 
     def single_cluster(self) -> torch.Tensor:
@@ -411,8 +419,11 @@ def pam_refine(
             captured = (rows < val) | ((rows == val) & (other_slot[cand_w] > cand_slot[:, None]))
             captured &= ~forced[cand_w]
             captured[torch.arange(cands.shape[0], device=dev), cands] = True
-            cand, pt = torch.nonzero(captured, as_tuple=True)
-            margin = scorer.candidates(other_slot, k, k, cand, pt, cands.shape[0], cand_base=cand_w)
+            if scorer.use_dense(cands.shape[0], k):
+                margin = scorer.dense(torch.where(captured, cand_slot[:, None], other_slot[cand_w]), k)
+            else:
+                cand, pt = torch.nonzero(captured, as_tuple=True)
+                margin = scorer.candidates(other_slot, k, k, cand, pt, cands.shape[0], cand_base=cand_w)
             # -sum_{i in cluster} D[i, j] for each member j of the cluster (clusters from the pass start)
             inside = pred[:, None] == cand_slot[None, :]
             energy = -(dist[:, cands] * inside).sum(dim=0)
