@@ -28,12 +28,14 @@ def test_format_table_shows_percent_and_std():
     assert len({len(line) for line in lines}) == 1, "columns are aligned"
 
 
-def test_loss_option_applies_to_its_loss_only():
-    opts = ["triplet_semihard.margin=0.1", "npairs.foo=2"]
-    assert experiments._loss_overrides(opts, "triplet_semihard") == ["loss.options.margin=0.1"]
-    assert experiments._loss_overrides(opts, "facility_location") == []
-    with pytest.raises(ValueError, match="LOSS.key=value"):
-        experiments._loss_overrides(["margin=0.1"], "npairs")
+def test_per_loss_override_applies_to_its_loss_only():
+    opts = ["triplet_semihard:loss.options.margin=0.1", "npairs:train.lr=0.01", "triplet_semihard:train.lr=1"]
+    assert experiments._per_loss_overrides(opts, "triplet_semihard") == ["loss.options.margin=0.1",
+                                                                          "train.lr=1"]
+    assert experiments._per_loss_overrides(opts, "facility_location") == []
+    for bad in ("margin=0.1", "npairs:lr=0.1", "npairs:train.lr"):
+        with pytest.raises(ValueError, match="LOSS:section.key=value"):
+            experiments._per_loss_overrides([bad], "npairs")
 
 
 def test_find_config_by_name_and_error():

@@ -116,16 +116,16 @@ def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | N
 
 
 # -- compare ---------------------------------------------------------------------------------------
-def _loss_overrides(options: list[str], loss: str) -> list[str]:
-    """``triplet_semihard.margin=0.1`` applies ``loss.options.margin=0.1`` to that loss only."""
+def _per_loss_overrides(per_loss: list[str], loss: str) -> list[str]:
+    """``triplet_semihard:loss.options.margin=0.1`` -> ``loss.options.margin=0.1`` for that loss only."""
     chosen = []
-    for text in options:
-        name, _, rest = text.partition(".")
-        if not rest or "=" not in rest:
-            raise ValueError(f"--loss-option looks like LOSS.key=value (e.g. triplet_semihard.margin=0.1), "
-                             f"got {text!r}")
+    for text in per_loss:
+        name, sep, override = text.partition(":")
+        if not sep or "=" not in override or "." not in override.split("=", 1)[0]:
+            raise ValueError(f"--per-loss looks like LOSS:section.key=value (e.g. "
+                             f"triplet_semihard:loss.options.margin=0.1), got {text!r}")
         if name == loss:
-            chosen.append(f"loss.options.{rest}")
+            chosen.append(override)
     return chosen
 
 
@@ -141,7 +141,7 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
 
 
 def compare(config_path: str | Path, losses: list[str], seeds: int = 3, out: str | Path | None = None,
-            overrides: list[str] | None = None, loss_options: list[str] | None = None) -> dict[str, Any]:
+            overrides: list[str] | None = None, per_loss: list[str] | None = None) -> dict[str, Any]:
     """Train every loss in ``losses`` for seeds 0..seeds-1 under one config; write compare.{md,json,png}.
 
     The metrics of a run are those of its final epoch on the evaluation split (never the best epoch: picking
@@ -170,8 +170,8 @@ def compare(config_path: str | Path, losses: list[str], seeds: int = 3, out: str
                 results.setdefault(loss, []).append(json.loads(done.read_text()))
                 continue
             config = load_config(config_path, [*base, f"loss.name={loss}", "loss.options={}",
-                                               *_loss_overrides(list(loss_options or []), loss),
-                                               f"train.seed={seed}"])
+                                               f"train.seed={seed}",
+                                               *_per_loss_overrides(list(per_loss or []), loss)])
             print(f"[compare] {loss} seed {seed} -> {run_dir}")
             start = time.perf_counter()
             metrics = train(config, run_dir, resume=(run_dir / "last.pt").exists())
@@ -184,6 +184,7 @@ def compare(config_path: str | Path, losses: list[str], seeds: int = 3, out: str
     table = format_table(summary)
     (out / "compare.md").write_text(f"{title}\n\n{table}\n")
     _write_json(out / "compare.json", {"config": str(config_path), "overrides": base, "seeds": seeds,
+                                       "per_loss": list(per_loss or []),
                                        "summary": summary, "runs": results})
     plot_comparison(summary, out / "compare.png", metrics=TABLE_METRICS, title=title)
     print(f"\n{title}\n\n{table}\n\nWritten: {out / 'compare.md'}, {out / 'compare.json'}, "
@@ -199,7 +200,7 @@ def _run_quickstart(args: argparse.Namespace) -> int:
 
 def _run_compare(args: argparse.Namespace) -> int:
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
-    compare(args.config, losses, args.seeds, args.out, args.set, args.loss_option)
+    compare(args.config, losses, args.seeds, args.out, args.set, args.per_loss)
     return 0
 
 
@@ -218,6 +219,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/compare/<config name>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every run, e.g. train.epochs=10")
-    p.add_argument("--loss-option", action="append", default=[], metavar="LOSS.KEY=VALUE",
-                   help="an option for one loss only, e.g. triplet_semihard.margin=0.1")
+    p.add_argument("--per-loss", action="append", default=[], metavar="LOSS:KEY=VALUE",
+                   help="override for one loss only, e.g. triplet_semihard:loss.options.margin=0.1 or "
+                        "npairs:train.lr=0.01")
     p.set_defaults(func=_run_compare)
