@@ -43,7 +43,7 @@ _PRUNE_RTOL = 1e-8
 # Dense scoring (a full [candidates, slots x classes] count table per step) while that table has at most
 # this many entries: a few fixed-shape ops instead of the sorts and run-length grouping of the sparse
 # update, which win only at large B (the table grows as B^3 for K ~ B).
-DENSE_TABLE_LIMIT = 1 << 18
+DENSE_TABLE_LIMIT = 1 << 20
 
 
 def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
@@ -133,7 +133,7 @@ class _Scorer:
         dev = labels.device
         width = num_slots * self.r
         if self.ones.shape[0] < c or self.cells.shape[1] != width:
-            rows = max(c, b)
+            rows = max(c, min(b, DENSE_TABLE_LIMIT // width))  # reused by later calls, within the limit
             self.ones = torch.ones(rows, b, dtype=torch.int32, device=dev)
             self.cells = torch.zeros(rows, width, dtype=torch.int32, device=dev)
         ones, cells = self.ones[:c], self.cells[:c]
