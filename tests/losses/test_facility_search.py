@@ -131,7 +131,7 @@ def test_dense_scores_equal_sparse_scores(kind):
         cand, pt = torch.nonzero(captured, as_tuple=True)
         scorer = _Scorer(y, r, kind, gamma=1.0, round32=False)
         sparse = scorer.candidates(base, slots, n_cols, cand, pt, 5)
-        dense = scorer.dense(torch.where(captured, slots, base[None, :]), slots + 1)
+        dense = scorer.dense(torch.where(captured, slots, base[None, :]), slots + 1, n_cols)
         assert torch.allclose(dense, sparse, rtol=0, atol=1e-12)
 
 

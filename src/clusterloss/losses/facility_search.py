@@ -28,6 +28,7 @@ loss, exactly as in the original.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,7 @@ MARGIN_TYPES = ("nmi", "ami", "ari", "vmeasure", "const")
 TIE_RTOL = 1e-10
 # Pruning keeps candidates within gamma of the best energy, with this much extra slack (>> TIE_RTOL).
 _PRUNE_RTOL = 1e-8
+_EPS64 = float(torch.finfo(torch.float64).eps)  # AMI's denominator floor, as in partition_scores
 # Dense scoring (a full [candidates, slots x classes] count table per step) while that table has at most
 # this many entries: a few fixed-shape ops instead of the sorts and run-length grouping of the sparse
 # update, which win only at large B (the table grows as B^3 for K ~ B).
@@ -104,6 +106,8 @@ class _Scorer:
         )
         self.sum_f_rows = self.f[sizes].sum()
         self.sum_sq_rows = (sizes.double() ** 2).sum()
+        self.log_n = math.log(self.n)
+        self.h_true = float(self.log_n - self.sum_f_rows / self.n)  # as scores_from_statistics computes it
         self.ones = torch.ones(0, 0, dtype=torch.float32, device=dev)  # buffers of :meth:`dense`
         self.cells = torch.zeros(0, 0, dtype=torch.float32, device=dev)
 
@@ -118,12 +122,41 @@ class _Scorer:
             score = score.float().double()
         return score
 
+    def _margin_many_clusters(self, sum_f_cells, sum_f_cols, sum_sq_cells, sum_sq_cols, emi) -> torch.Tensor:
+        """:meth:`margin` for >= 2 classes and >= 2 clusters, same formulas and operation order as
+        ``scores_from_statistics`` without its branches for single clusters (fewer small ops per step)."""
+        kind, n, log_n = self.kind, self.n, self.log_n
+        if kind in ("ari", "const"):
+            return self.margin(2, sum_f_cells, sum_f_cols, sum_sq_cells, sum_sq_cols, emi)
+        mi = ((sum_f_cells - self.sum_f_rows - sum_f_cols) / n + log_n).clamp_min(0.0)
+        h_pred = log_n - sum_f_cols / n
+        if kind == "vmeasure":
+            homogeneity = mi / (1.0 if self.h_true == 0 else self.h_true)
+            completeness = torch.where(h_pred == 0, 1.0, mi / torch.where(h_pred == 0, 1.0, h_pred))
+            hc = homogeneity + completeness
+            harmonic = 2.0 * homogeneity * completeness / torch.where(hc == 0, 1.0, hc)
+            score = torch.where(hc == 0, 0.0, harmonic)
+        else:
+            normalizer = (self.h_true + h_pred) / 2.0
+            if kind == "nmi":
+                score = torch.where(mi == 0, 0.0, mi / torch.where(normalizer == 0, 1.0, normalizer))
+            else:  # ami
+                den = normalizer - emi
+                den = torch.where(den < 0, torch.clamp(den, max=-_EPS64), torch.clamp(den, min=_EPS64))
+                identical = (sum_sq_cells == self.sum_sq_rows) & (sum_sq_cells == sum_sq_cols)
+                score = torch.where(identical, 1.0, (mi - emi) / den)
+        score = score.clamp_min(0.0)
+        if self.round32:
+            score = score.float().double()
+        return score
+
     def use_dense(self, num_cand: int, num_slots: int) -> bool:
         """Whether :meth:`dense` is the cheaper way to score ``num_cand`` candidates."""
         return num_cand * num_slots * self.r <= DENSE_TABLE_LIMIT
 
-    def dense(self, labels: torch.Tensor, num_slots: int) -> torch.Tensor:
-        """Margin scores [C] of the clusterings ``labels`` [C, B] (slot ids < num_slots), all at once.
+    def dense(self, labels: torch.Tensor, num_slots: int, n_cols: int) -> torch.Tensor:
+        """Margin scores [C] of the clusterings ``labels`` [C, B] (slot ids < num_slots, each clustering
+        with ``n_cols`` non-empty clusters), all at once.
 
         One scatter builds each candidate's contingency table [C, num_slots * R]; its cell statistics are
         read back per point (sum_cells f(n) = sum_points log n_cell(point), sum_cells n^2 = sum_points
@@ -135,6 +168,7 @@ class _Scorer:
         if self.ones.shape[0] < c or self.cells.shape[1] != width:
             rows = max(c, min(b, DENSE_TABLE_LIMIT // width))  # reused by later calls, within the limit
             self.ones = torch.ones(rows, b, dtype=torch.int32, device=dev)
+            self.neg_ones = -self.ones
             self.cells = torch.zeros(rows, width, dtype=torch.int32, device=dev)
         ones, cells = self.ones[:c], self.cells[:c]
         key = labels * self.r + self.y
@@ -142,18 +176,18 @@ class _Scorer:
         # is cheaper than clearing the whole table.
         cells.scatter_add_(1, key, ones)
         per_point = cells.gather(1, key)
-        cells.scatter_add_(1, key, -ones)
-        cols = torch.zeros(c, num_slots, dtype=torch.int32, device=dev).scatter_add_(1, labels, ones)
-        n_cols = (cols > 0).sum(1)
-        cols = cols.long()
-        return self.margin(
-            n_cols,
+        cells.scatter_add_(1, key, self.neg_ones[:c])
+        cols = torch.zeros(c, num_slots, dtype=torch.int32, device=dev).scatter_add_(1, labels, ones).long()
+        stats = (
             self.log[per_point].sum(1),
             self.f[cols].sum(1),
             per_point.sum(1, dtype=torch.float64),
             (cols * cols).sum(1).double(),
             self.h[cols].sum(1) if self.kind == "ami" else None,
         )
+        if n_cols >= 2 and self.r >= 2:
+            return self._margin_many_clusters(*stats)
+        return self.margin(n_cols, *stats)
 
     def single_cluster(self) -> torch.Tensor:
         n = torch.tensor(float(self.n), dtype=torch.float64, device=self.y.device)
@@ -264,7 +298,7 @@ def _greedy_dense(dist: torch.Tensor, scorer: _Scorer, k: int, first: torch.Tens
     for m in range(1, k):
         captured = (dist < dmin[None, :]) | eye  # a candidate on a medoid (dmin = 0) still takes itself
         labels = torch.where(captured, m, slot[None, :])
-        margin = scorer.dense(labels, k)
+        margin = scorer.dense(labels, k, m + 1)
         totals = -torch.minimum(dist, dmin[None, :]).sum(dim=1) + gamma * (1.0 - margin)
         c = _first_best(totals.masked_fill_(chosen, float("-inf")))
         slot = labels[c]
@@ -420,7 +454,8 @@ def pam_refine(
             captured &= ~forced[cand_w]
             captured[torch.arange(cands.shape[0], device=dev), cands] = True
             if scorer.use_dense(cands.shape[0], k):
-                margin = scorer.dense(torch.where(captured, cand_slot[:, None], other_slot[cand_w]), k)
+                labels = torch.where(captured, cand_slot[:, None], other_slot[cand_w])
+                margin = scorer.dense(labels, k, k)
             else:
                 cand, pt = torch.nonzero(captured, as_tuple=True)
                 margin = scorer.candidates(other_slot, k, k, cand, pt, cands.shape[0], cand_base=cand_w)
