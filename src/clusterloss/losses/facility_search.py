@@ -19,7 +19,7 @@ is nearer to than their base medoid, plus itself). Every partition score is a fu
 cells and columns of the contingency table (``clusterloss.metrics.partition_scores``), so each candidate's
 statistics are the base statistics plus a sparse update over the captured (candidate, point) pairs. There
 is no Python loop over candidates or points: only over the K greedy steps and the PAM passes and slot
-windows (PAM evaluates up to 16 slots at once speculatively, see :func:`pam_refine`). Greedy candidates
+windows (PAM evaluates up to 32 slots at once speculatively, see :func:`pam_refine`). Greedy candidates
 whose energy is more than gamma below the best cannot win (scores lie in [0, 1]) and are not scored.
 
 The search runs without gradients, in float64 on the distances' device. Its choices are constants for the
@@ -178,12 +178,13 @@ class _Scorer:
         per_point = cells.gather(1, key)
         cells.scatter_add_(1, key, self.neg_ones[:c])
         cols = torch.zeros(c, num_slots, dtype=torch.int32, device=dev).scatter_add_(1, labels, ones).long()
+        # take: plain table lookups, cheaper than advanced indexing
         stats = (
-            self.log[per_point].sum(1),
-            self.f[cols].sum(1),
+            self.log.take(per_point.long()).sum(1),
+            self.f.take(cols).sum(1),
             per_point.sum(1, dtype=torch.float64),
             (cols * cols).sum(1).double(),
-            self.h[cols].sum(1) if self.kind == "ami" else None,
+            self.h.take(cols).sum(1) if self.kind == "ami" else None,
         )
         if n_cols >= 2 and self.r >= 2:
             return self._margin_many_clusters(*stats)
@@ -300,11 +301,12 @@ def _greedy_dense(dist: torch.Tensor, scorer: _Scorer, k: int, first: torch.Tens
         labels = torch.where(captured, m, slot[None, :])
         margin = scorer.dense(labels, k, m + 1)
         totals = -torch.minimum(dist, dmin[None, :]).sum(dim=1) + gamma * (1.0 - margin)
-        c = _first_best(totals.masked_fill_(chosen, float("-inf")))
-        slot = labels[c]
-        dmin = torch.minimum(dmin, dist[c])
-        chosen[c] = True
-        picks[m] = c
+        c = _first_best(totals.masked_fill_(chosen, float("-inf"))).view(1)
+        # index_select / index_fill_ with the 1-element index tensor: no host sync on CUDA
+        slot = labels.index_select(0, c)[0]
+        dmin = torch.minimum(dmin, dist.index_select(0, c)[0])
+        chosen.index_fill_(0, c, True)
+        picks[m : m + 1] = c
     return picks
 
 
@@ -402,7 +404,7 @@ def _running_first_min(start_val, start_arg, rows, first_slot):
 
 
 def pam_refine(
-    dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, iterations: int, window: int = 16
+    dist: torch.Tensor, scorer: _Scorer, medoids: torch.Tensor, iterations: int, window: int = 32
 ) -> torch.Tensor:
     """PAM swaps (Algorithm 2 of the paper): ``iterations`` passes over the slots.
 
