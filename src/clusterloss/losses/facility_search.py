@@ -352,7 +352,7 @@ def greedy_facility_search(dist: torch.Tensor, scorer: _Scorer, k: int) -> torch
         take[pair_i[pair_c == c]] = True
         take[c] = True
         moved = torch.nonzero(take).flatten()
-        cols = dist[:, moved]
+        cols = dist.index_select(1, moved)  # faster than advanced indexing, same values
         cost -= (torch.minimum(cols, dmin[moved]) - torch.minimum(cols, dist[c, moved])).sum(dim=1)
         slot = torch.where(take, m, slot)
         dmin = torch.where(take, dist[c], dmin)
@@ -429,14 +429,16 @@ def pam_refine(
         pred = assign_to_medoids(dist, medoids)
         order = torch.sort(pred, stable=True).indices
         bounds = [0] + torch.cumsum(torch.bincount(pred, minlength=k), 0).tolist()
-        suffix_val, suffix_arg = _suffix_first_min(dist[medoids])  # slots after s are not updated yet
+        # slots after s are not updated yet
+        suffix_val, suffix_arg = _suffix_first_min(dist.index_select(0, medoids))
         prefix_val = torch.full((b,), float("inf"), dtype=dist.dtype, device=dev)
         prefix_arg = torch.full((b,), k, dtype=torch.long, device=dev)
         s0 = 0
         while s0 < k:
             s1 = min(k, s0 + window)
             w = s1 - s0
-            run_val, run_arg = _running_first_min(prefix_val, prefix_arg, dist[medoids[s0:s1]], s0)
+            window_rows = dist.index_select(0, medoids[s0:s1])
+            run_val, run_arg = _running_first_min(prefix_val, prefix_arg, window_rows, s0)
             use_prefix = run_val[:w] <= suffix_val[s0 + 1 : s1 + 1]
             other_val = torch.where(use_prefix, run_val[:w], suffix_val[s0 + 1 : s1 + 1])  # [W, B]
             other_slot = torch.where(use_prefix, run_arg[:w], suffix_arg[s0 + 1 : s1 + 1])
@@ -450,7 +452,7 @@ def pam_refine(
             cands = order[bounds[s0] : bounds[s1]]  # members of the window's clusters, by slot
             cand_slot = pred[cands]
             cand_w = cand_slot - s0
-            rows = dist[cands]
+            rows = dist.index_select(0, cands)
             val = other_val[cand_w]
             captured = (rows < val) | ((rows == val) & (other_slot[cand_w] > cand_slot[:, None]))
             captured &= ~forced[cand_w]
@@ -463,14 +465,14 @@ def pam_refine(
                 margin = scorer.candidates(other_slot, k, k, cand, pt, cands.shape[0], cand_base=cand_w)
             # -sum_{i in cluster} D[i, j] for each member j of the cluster (clusters from the pass start)
             inside = pred[:, None] == cand_slot[None, :]
-            energy = -(dist[:, cands] * inside).sum(dim=0)
+            energy = -(dist.index_select(1, cands) * inside).sum(dim=0)
             choice = cands[_segment_first_best(energy + gamma * (1.0 - margin), cand_w, w)]
             changed = torch.nonzero(choice != medoids[s0:s1]).flatten().tolist()
             last = s0 + changed[0] if changed else s1 - 1  # choices up to here are exact
             medoids[s0 : last + 1] = choice[: last + 1 - s0]
             if changed:
                 step = last - s0 + 1
-                accepted = dist[medoids[s0 : last + 1]]
+                accepted = dist.index_select(0, medoids[s0 : last + 1])
                 run_val, run_arg = _running_first_min(prefix_val, prefix_arg, accepted, s0)
             else:
                 step = w
