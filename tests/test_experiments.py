@@ -97,10 +97,12 @@ def test_quickstart_cli_writes_the_whole_run(tmp_path, capsys):
     printed = capsys.readouterr().out
     for row in ("raw pixels", "untrained network", "trained (facility location)", "report.html"):
         assert row in printed
-    for name in ("metrics.json", "tsne.png", "retrieval.png", "curves.png", "report.html", "comparison.json",
+    for name in ("metrics.json", "tsne.png", "retrieval.png", "curves.png", "report.html", "references.json",
                  "embeddings.npy", "labels.npy"):
         assert (run_dir / name).exists(), name
-    rows = json.loads((run_dir / "comparison.json").read_text())
-    assert set(rows) == {"raw pixels", "untrained network", "trained (facility location)"}
+    rows = json.loads((run_dir / "references.json").read_text())
+    assert set(rows) == {"raw pixels", "untrained network"}
     for values in rows.values():
         assert 0 <= values["nmi"] <= 1 and 0 <= values["recall@1"] <= 1
+    report = (run_dir / "report.html").read_text()
+    assert "Against reference points" in report and "raw pixels" in report

@@ -199,7 +199,10 @@ def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", ts
     if (run / "metrics.jsonl").exists():
         images["curves"] = curves(run / "metrics.jsonl", run / "curves.png",
                                   title=f"{run.resolve().name} · training curves")
+    references_path = run / "references.json"
+    references = json.loads(references_path.read_text()) if references_path.exists() else None
     write_report(run / "report.html", run_name=run.resolve().name, config=config, metrics=metrics,
+                 references=references,
                  images=images, subtitle=f"checkpoint {ckpt_path.name} (epoch {ex.meta.get('epoch')}), "
                  f"{ex.meta['split']} split, {len(ex.labels):,} images")
     return metrics

@@ -95,7 +95,10 @@ def format_table(rows: dict[str, dict[str, Any]], metrics: tuple[str, ...] = TAB
 
 
 def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train on digits (zero-shot), analyse the run, and return ``{row name: metrics}`` (trained last)."""
+    """Train on digits (zero-shot), analyse the run, and return ``{row name: metrics}`` (trained last).
+
+    Writes ``references.json`` (raw pixels, untrained network) beside the analysis of ``analyze_run``.
+    """
     from .analysis import analyze_run
     from .train import train
 
@@ -105,9 +108,11 @@ def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | N
     # A finished quickstart is simply re-analysed; an interrupted one continues.
     train(config, run_dir, resume=(run_dir / "last.pt").exists())
     train_seconds = time.perf_counter() - start
+    references = reference_metrics(config)
+    # analyze_run puts references.json into the report, next to the run's own metrics.
+    _write_json(run_dir / "references.json", references)
     trained = analyze_run(run_dir, checkpoint="last.pt")
-    rows = {**reference_metrics(config), "trained (facility location)": trained}
-    _write_json(run_dir / "comparison.json", rows)
+    rows = {**references, "trained (facility location)": trained}
     print(f"\nZero-shot digits (train on 0-4, evaluate on 5-9), {config.train.epochs} epochs in "
           f"{train_seconds:.1f} s:\n")
     print(format_table(rows))

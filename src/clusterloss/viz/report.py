@@ -95,6 +95,18 @@ def _cards(metrics: Mapping) -> str:
         for k, v in cards) + "</div>"
 
 
+def _references_table(references: Mapping[str, Mapping], metrics: Mapping) -> str:
+    keys = [k for k in ("nmi", "recall@1", "recall@2", "recall@4", "recall@8", "map@r") if k in metrics]
+    head = "<table style='max-width:900px'><tr><th></th>" + "".join(
+        f"<th style='text-align:right'>{html.escape(METRIC_LABELS.get(k, k))}</th>" for k in keys) + "</tr>"
+    rows = [(name, values, False) for name, values in references.items()] + [("this run", metrics, True)]
+    body = "".join(
+        f"<tr><td>{'<b>' if bold else ''}{html.escape(name)}{'</b>' if bold else ''}</td>" + "".join(
+            f'<td class="num">{_fmt(values[k]) if k in values else "—"}</td>' for k in keys) + "</tr>"
+        for name, values, bold in rows)
+    return head + body + "</table>"
+
+
 def render_report(
     *,
     run_name: str,
@@ -102,6 +114,7 @@ def render_report(
     metrics: Mapping | None,
     images: Mapping[str, Path | None],
     subtitle: str | None = None,
+    references: Mapping[str, Mapping] | None = None,
 ) -> str:
     """HTML text of the report.
 
@@ -111,6 +124,8 @@ def render_report(
         metrics: flat metric dict as returned by ``evaluate_embeddings``.
         images: {"curves": png, "tsne": png, "retrieval": png}; missing or None entries are noted, not fatal.
         subtitle: optional line under the title (e.g. the checkpoint used).
+        references: optional ``{name: metrics}`` computed on the same evaluation images (e.g. raw pixels,
+            the untrained network), shown in a table next to this run's metrics.
     """
     config = dict(config or {})
     data, model, loss = (config.get(s, {}) or {} for s in ("data", "model", "loss"))
@@ -133,6 +148,10 @@ def render_report(
                   "queries of singleton classes are left out of the retrieval metrics.</p></section>"]
     else:
         parts.append("<section><h2>Evaluation</h2><p class='missing'>no metrics</p></section>")
+    if references and metrics:
+        parts += ["<section><h2>Against reference points</h2>", _references_table(references, metrics),
+                  "<p class='missing'>Same evaluation images and metrics; the untrained network has the "
+                  "run's architecture and seed.</p></section>"]
     captions = {
         "curves": ("Training curves",
                    "Loss and learning rate per logged step; NMI and Recall@1 per evaluation."),
