@@ -238,20 +238,14 @@ class Trainer:
                 "train.lr, train.amp=none, or warm-up (train.warmup_epochs).")
 
     # -- evaluation ----------------------------------------------------------------------------------
-    @torch.no_grad()
     def embed_eval_split(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings [N, D] (float32, CPU) of the eval split in dataset order, and its labels [N]."""
-        from .data.loader import iterate_in_order
+        from .models.inference import embed_dataset
 
-        self.model.eval()
-        parts, labels = [], []
-        for images, batch_labels in iterate_in_order(self.splits.eval, self.config.eval.batch_size,
-                                                     self.device, self.splits.mean, self.splits.std):
-            with self._autocast():
-                parts.append(self.model(images.contiguous(memory_format=self.memory_format)).float().cpu())
-            labels.append(batch_labels.cpu())
-        self.model.train()
-        return torch.cat(parts), torch.cat(labels)
+        embeddings = embed_dataset(self.model, self.splits.eval, self.splits.mean, self.splits.std,
+                                   batch_size=self.config.eval.batch_size, device=self.device,
+                                   amp_dtype=self.amp_dtype, memory_format=self.memory_format)
+        return embeddings, self.splits.eval.labels
 
     def evaluate(self) -> dict[str, float]:
         from .metrics.evaluate import evaluate_embeddings
