@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from clusterloss.losses.candidate_scoring import CandidateScorer
 from clusterloss.losses.facility_search import (
-    _Scorer,
     _suffix_first_min,
     assign_to_medoids,
     ground_truth_facility_score,
@@ -69,7 +69,7 @@ def test_sparse_candidate_scores_equal_direct_scores(kind):
         captured[:, :slots] = False
         captured[:, -1] = True  # every candidate takes at least one point
         cand, pt = torch.nonzero(captured, as_tuple=True)
-        scorer = _Scorer(y, r, kind, gamma=1.0, round32=False)
+        scorer = CandidateScorer(y, r, kind, gamma=1.0, round32=False)
         fast = scorer.candidates(base, slots, n_cols, cand, pt, num_cand)
         for c in range(num_cand):
             pred = torch.where(captured[c], slots, base)
@@ -81,7 +81,7 @@ def test_several_base_clusterings_at_once_equal_one_at_a_time():
     rng = np.random.default_rng(2)
     y = torch.tensor(rng.integers(0, 4, 20))
     y = torch.unique(y, return_inverse=True)[1]
-    scorer = _Scorer(y, int(y.max()) + 1, "ami", gamma=1.0, round32=False)
+    scorer = CandidateScorer(y, int(y.max()) + 1, "ami", gamma=1.0, round32=False)
     bases = torch.tensor(rng.integers(0, 3, size=(3, 20)))
     bases[:, :3] = torch.arange(3)
     captured = torch.tensor(rng.random((7, 20)) < 0.3)
@@ -106,7 +106,8 @@ def test_speculative_pam_windows_equal_slot_by_slot_pam():
         k = int(y.max()) + 1
         x = torch.tensor(rng.normal(size=(b, 3)))
         d = pairwise_distances(x)
-        scorer = _Scorer(y, k, ("nmi", "ami", "ari")[trial % 3], gamma=float(trial % 4) / 2, round32=False)
+        kind = ("nmi", "ami", "ari")[trial % 3]
+        scorer = CandidateScorer(y, k, kind, gamma=float(trial % 4) / 2, round32=False)
         start = greedy_facility_search(d, scorer, k)
         sequential = pam_refine(d, scorer, start, 3, window=1)
         for window in (2, 5, 16):
@@ -129,14 +130,14 @@ def test_dense_scores_equal_sparse_scores(kind):
         captured[:, :slots] = False
         captured[:, -1] = True
         cand, pt = torch.nonzero(captured, as_tuple=True)
-        scorer = _Scorer(y, r, kind, gamma=1.0, round32=False)
+        scorer = CandidateScorer(y, r, kind, gamma=1.0, round32=False)
         sparse = scorer.candidates(base, slots, n_cols, cand, pt, 5)
         dense = scorer.dense(torch.where(captured, slots, base[None, :]), slots + 1, n_cols)
         assert torch.allclose(dense, sparse, rtol=0, atol=1e-12)
 
 
 def test_dense_and_sparse_search_paths_choose_the_same_medoids(monkeypatch):
-    from clusterloss.losses import facility_search
+    from clusterloss.losses import candidate_scoring, facility_search
 
     rng = np.random.default_rng(11)
     for trial in range(15):
@@ -151,7 +152,7 @@ def test_dense_and_sparse_search_paths_choose_the_same_medoids(monkeypatch):
         kind = ("nmi", "ami", "ari", "vmeasure", "const")[trial % 5]
         args = (d, y, k, kind, float(trial % 3), 3, False)
         dense = facility_search.facility_location_search(*args)
-        monkeypatch.setattr(facility_search, "DENSE_TABLE_LIMIT", 0)
+        monkeypatch.setattr(candidate_scoring, "DENSE_TABLE_LIMIT", 0)
         sparse = facility_search.facility_location_search(*args)
         monkeypatch.undo()
         assert torch.equal(dense.greedy_medoids, sparse.greedy_medoids)
