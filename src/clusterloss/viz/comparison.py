@@ -29,7 +29,7 @@ def plot_comparison(summary: dict[str, dict[str, tuple[float, float]]], out: str
     losses = list(summary)
     width = 0.8 / len(losses)
     positions = np.arange(len(metrics))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(metrics) + 0.4 * len(losses)), 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(metrics) + 0.4 * len(losses)), 4.6), dpi=120)
     colours = plt.get_cmap("tab10")
     for i, loss in enumerate(losses):
         means = [100 * summary[loss].get(m, (np.nan, 0.0))[0] for m in metrics]
@@ -43,7 +43,9 @@ def plot_comparison(summary: dict[str, dict[str, tuple[float, float]]], out: str
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=8, ncols=min(len(losses), 3), loc="upper left", frameon=False)
+    # Below the axes: inside, it would cover the bars of the first metric.
+    ax.legend(fontsize=8, ncols=min(len(losses), 5), loc="upper center", bbox_to_anchor=(0.5, -0.1),
+              frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
