@@ -182,3 +182,18 @@ def test_usage_example_runs():
     loss = criterion(embeddings, labels)
     loss.backward()
     assert math.isfinite(loss.item())
+
+
+def test_caller_autocast_does_not_change_the_loss():
+    # The usual AMP pattern computes the loss inside the autocast block; the distances must stay float32.
+    torch.manual_seed(3)
+    x = torch.nn.functional.normalize(torch.randn(64, 64), dim=1).requires_grad_()
+    y = torch.arange(16).repeat_interleave(4)
+    plain, plain_details = facility_location_loss(x, y, return_details=True)
+    (grad_plain,) = torch.autograd.grad(plain, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside, inside_details = facility_location_loss(x, y, return_details=True)
+    (grad_inside,) = torch.autograd.grad(inside, x)
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, plain) and torch.equal(grad_inside, grad_plain)
+    assert torch.equal(inside_details["medoids"], plain_details["medoids"])

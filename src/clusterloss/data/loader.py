@@ -8,31 +8,17 @@ evaluation and embedding extraction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 
 import torch
 
 from clusterloss.data.augment import apply_affine, normalization_affine, random_crop_flip
 from clusterloss.data.dataset import ImageDataset
+from clusterloss.threads import torch_threads
 
 __all__ = ["DeviceBatchLoader", "iterate_in_order"]
 
 # Datasets up to this size are copied to an accelerator once, so each batch is gathered there.
 _DEVICE_CACHE_BYTES = 4 << 30
-
-
-@contextmanager
-def _torch_threads(count: int | None):
-    """Temporarily run torch CPU ops on ``count`` threads (None: leave the setting alone)."""
-    previous = torch.get_num_threads()
-    if count is None or count == previous:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -98,7 +84,7 @@ class DeviceBatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for batch_indices in self.sampler:
-            with _torch_threads(self.cpu_threads if self.device.type == "cpu" else None):
+            with torch_threads(self.cpu_threads if self.device.type == "cpu" else None):
                 batch = self._assemble(torch.as_tensor(batch_indices, dtype=torch.int64))
             yield batch
 
@@ -107,7 +93,7 @@ class DeviceBatchLoader:
             index = index.to(self.device)
             images, labels = self._images.index_select(0, index), self._labels.index_select(0, index)
         else:
-            with _torch_threads(self.cpu_threads):
+            with torch_threads(self.cpu_threads):
                 images = _to_device(self._images.index_select(0, index), self.device)
                 labels = _to_device(self._labels.index_select(0, index), self.device)
         if self.augment:

@@ -16,7 +16,6 @@ tied and the first wins.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 
@@ -31,6 +30,7 @@ from clusterloss.losses.facility_search import (
     pairwise_distances,
 )
 from clusterloss.metrics.partition_scores import contingency_statistics, scores_from_statistics
+from clusterloss.threads import torch_threads
 
 
 def _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations) -> torch.Tensor:
@@ -66,24 +66,6 @@ def _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations
     return labels.to(embeddings.device).long()
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device):
-    """Run the search's many small ops without intra-op threads on CPU.
-
-    They are far too small to gain from threads, and on a busy machine every parallel region can wait for
-    a descheduled worker: measured here, B=32 took 90-200 ms with 2 threads and 7 ms with one.
-    """
-    if device.type != "cpu" or torch.get_num_threads() == 1:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def facility_location_loss(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
@@ -113,13 +95,20 @@ def facility_location_loss(
     """
     labels = _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations)
     x = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
+    # Inside a caller's autocast region the distance matmul would run in bf16/fp16 and change the loss and
+    # the medoid choices; the loss is defined in the embeddings' own precision.
+    with torch.autocast(x.device.type, enabled=False):
+        return _loss(x, labels, float(margin_multiplier), margin_type, pam_iterations, return_details)
+
+
+def _loss(x: torch.Tensor, labels: torch.Tensor, gamma: float, margin_type: str, pam_iterations: int,
+          return_details: bool):
     dist = pairwise_distances(x)
     class_ids, classes = torch.unique(labels, return_inverse=True)
     k = class_ids.shape[0]
-    gamma = float(margin_multiplier)
     # inference_mode: cheaper dispatch for the many small ops of the search; its outputs are cloned into
     # normal tensors because they index the differentiable distances below.
-    with torch.inference_mode(), _one_cpu_thread(dist.device):
+    with torch.inference_mode(), torch_threads(1 if dist.device.type == "cpu" else None):
         found = facility_location_search(
             dist.detach(), classes, k, margin_type, gamma, pam_iterations, round32=x.dtype != torch.float64
         )
