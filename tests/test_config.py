@@ -102,3 +102,18 @@ def test_save_and_load_round_trip(tmp_path):
 def test_missing_file_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.best_metric=recal@1", "did you mean 'recall@1'"),
+    ("eval.best_metric=recall@16", "eval.best_metric"),
+    ("eval.ks=[0]", "eval.ks"),
+    ("eval.kmeans_seeds=[]", "eval.kmeans_seeds"),
+])
+def test_eval_settings_that_would_fail_late_are_rejected_up_front(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_best_metric_may_name_any_configured_recall():
+    assert load_config(None, ["eval.ks=[1, 16]", "eval.best_metric=recall@16"]).eval.best_metric == "recall@16"

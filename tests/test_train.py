@@ -165,3 +165,13 @@ def test_sigterm_saves_and_exits_cleanly_then_cli_resume_finishes(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "finished" in stdout and load_checkpoint(run_dir / "last.pt")["step"] == 30
+
+
+def test_truncate_metrics_drops_later_steps_and_a_line_cut_short(tmp_path):
+    from clusterloss.train import _truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 5, "split": "train"}\n{"step": 10, "split": "eval"}\n'
+                    '{"step": 15, "split": "train"}\n{"step": 20, "spl')  # killed mid-write
+    _truncate_metrics(path, 10)
+    assert path.read_text() == '{"step": 5, "split": "train"}\n{"step": 10, "split": "eval"}\n'

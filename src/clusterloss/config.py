@@ -137,6 +137,16 @@ class Config:
             raise ValueError(f"train.lr must be > 0, got {t.lr}")
         if any(not 0 < m < 1 for m in t.milestones):
             raise ValueError(f"train.milestones are fractions of the run in (0, 1), got {t.milestones}")
+        ev = self.eval
+        if not ev.ks or any(not isinstance(k, int) or k < 1 for k in ev.ks):
+            raise ValueError(f"eval.ks must be a non-empty list of integers >= 1, got {ev.ks}")
+        if not ev.kmeans_seeds:
+            raise ValueError("eval.kmeans_seeds must list at least one seed, e.g. [0, 1, 2]")
+        # A misspelt best_metric would never beat -inf, and best.pt would silently never be written.
+        metrics = ["nmi", "ami", "precision@1", "r_precision", "map@r"] + [f"recall@{k}" for k in ev.ks]
+        if ev.best_metric not in metrics:
+            raise ValueError(_unknown_key(ev.best_metric, metrics).replace("config key", "eval.best_metric")
+                             + " (higher is better)")
 
 
 def valid_keys() -> list[str]:

@@ -292,7 +292,8 @@ class Trainer:
                         dist.broadcast_object_list(flags, src=0)
                         names = flags[0]
                 self.save(names)
-                if self._stop_requested():
+                # A stop asked for during the last epoch has nothing left to interrupt: the run is complete.
+                if self._stop_requested() and self.epoch < t.epochs:
                     self._interrupt()
             if not self.last_eval and self.main:  # resumed a run that had already finished
                 self.last_eval = self.evaluate()
@@ -355,8 +356,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metrics.jsonl lines written after the checkpoint we resume from (the killed run's tail)."""
     if not path.exists():
         return
-    lines = path.read_text().splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short when the run was killed mid-write
+            continue
+        if isinstance(record, dict) and record.get("step", math.inf) <= step:
+            kept.append(line)
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)

@@ -106,8 +106,9 @@ def _locate(spec: CifarSpec, root: Path, download: bool) -> Path:
     if download:
         return download_and_extract(spec.url, spec.md5, root, spec.archive, spec.folder, spec.required_files)
     raise FileNotFoundError(
-        f"{spec.title} not found: {folder / missing[0]} is missing. Pass download=True to fetch {spec.url} "
-        f"(MD5 {spec.md5}), or download that archive yourself and extract it in {root} so that "
+        f"{spec.title} not found: {folder / missing[0]} is missing. Pass download=True (CLI: "
+        f"--set data.download=true) to fetch {spec.url} (MD5 {spec.md5}), or download that archive "
+        f"yourself and extract it in {root} so that "
         f"{folder}/ holds {', '.join(spec.required_files)}."
     )
 
