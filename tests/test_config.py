@@ -116,4 +116,5 @@ def test_eval_settings_that_would_fail_late_are_rejected_up_front(override, mess
 
 
 def test_best_metric_may_name_any_configured_recall():
-    assert load_config(None, ["eval.ks=[1, 16]", "eval.best_metric=recall@16"]).eval.best_metric == "recall@16"
+    config = load_config(None, ["eval.ks=[1, 16]", "eval.best_metric=recall@16"])
+    assert config.eval.best_metric == "recall@16"

@@ -106,3 +106,11 @@ def test_quickstart_cli_writes_the_whole_run(tmp_path, capsys):
         assert 0 <= values["nmi"] <= 1 and 0 <= values["recall@1"] <= 1
     report = (run_dir / "report.html").read_text()
     assert "Against reference points" in report and "raw pixels" in report
+
+
+def test_cli_reports_bad_input_in_one_line(capsys):
+    assert main(["evaluate"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert main(["compare", "--config", "no_such_config", "--seeds", "1"]) == 1
+    assert "not found" in capsys.readouterr().err
