@@ -83,6 +83,9 @@ def test_compare_trains_each_loss_and_never_redoes_finished_runs(tmp_path, monke
     assert again["summary"] == result["summary"]
     for loss in result["summary"]:
         assert again["runs"][loss] == result["runs"][loss]
+    # Other settings in the same folder would mix budgets in one table: refused, naming the key.
+    with pytest.raises(ValueError, match=r"train.epochs: 1 -> 2"):
+        experiments.compare("digits_convnet", losses, seeds=2, out=out, overrides=[*TINY, "train.epochs=2"])
 
 
 def test_compare_rejects_unknown_loss(tmp_path):

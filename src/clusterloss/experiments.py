@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from .config import Config, load_config
 from .viz.comparison import metric_label
@@ -47,6 +48,25 @@ def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def check_same_settings(run_dir: Path, config: Config) -> None:
+    """Refuse to reuse or resume a run in ``run_dir`` that was made with other settings than ``config``.
+
+    Only a run that got somewhere (``last.pt`` or ``final_metrics.json``) counts; its ``config.yaml`` is
+    compared key by key with the resolved ``config``.
+    """
+    saved = run_dir / "config.yaml"
+    started = (run_dir / "last.pt").exists() or (run_dir / "final_metrics.json").exists()
+    if not saved.exists() or not started:
+        return
+    old = yaml.safe_load(saved.read_text()) or {}
+    diffs = [f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}"
+             for section, values in config.to_dict().items() for key, value in values.items()
+             if (old.get(section) or {}).get(key) != value]
+    if diffs:
+        raise ValueError(f"{run_dir} holds a run made with other settings ({'; '.join(diffs[:6])}); "
+                         "choose another output folder or delete that run")
 
 
 # -- quickstart ------------------------------------------------------------------------------------
@@ -104,6 +124,7 @@ def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | N
 
     run_dir = Path(run_dir)
     config = load_config(find_config("digits_convnet"), overrides)
+    check_same_settings(run_dir, config)
     start = time.perf_counter()
     # A finished quickstart is simply re-analysed; an interrupted one continues.
     train(config, run_dir, resume=(run_dir / "last.pt").exists())
@@ -170,13 +191,14 @@ def compare(config_path: str | Path, losses: list[str], seeds: int = 3, out: str
         for seed in range(seeds):
             run_dir = out / loss / f"seed{seed}"
             done = run_dir / "final_metrics.json"
+            config = load_config(config_path, [*base, f"loss.name={loss}", "loss.options={}",
+                                               f"train.seed={seed}",
+                                               *_per_loss_overrides(list(per_loss or []), loss)])
+            check_same_settings(run_dir, config)
             if done.exists():
                 print(f"[compare] {loss} seed {seed}: finished earlier, reusing {done}")
                 results.setdefault(loss, []).append(json.loads(done.read_text()))
                 continue
-            config = load_config(config_path, [*base, f"loss.name={loss}", "loss.options={}",
-                                               f"train.seed={seed}",
-                                               *_per_loss_overrides(list(per_loss or []), loss)])
             print(f"[compare] {loss} seed {seed} -> {run_dir}")
             start = time.perf_counter()
             metrics = train(config, run_dir, resume=(run_dir / "last.pt").exists())
