@@ -175,3 +175,13 @@ def test_truncate_metrics_drops_later_steps_and_a_line_cut_short(tmp_path):
                     '{"step": 15, "split": "train"}\n{"step": 20, "spl')  # killed mid-write
     _truncate_metrics(path, 10)
     assert path.read_text() == '{"step": 5, "split": "train"}\n{"step": 10, "split": "eval"}\n'
+
+
+def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
+    from clusterloss.config import load_config
+    from clusterloss.train import train
+
+    config = load_config(None, ["data.name=digits", "model.name=convnet", "train.device=cpu",
+                                "train.sync_bn=true", "train.batch_classes=5"])
+    with pytest.raises(ValueError, match="sync_bn needs CUDA"):
+        train(config, tmp_path / "run")

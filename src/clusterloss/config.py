@@ -69,6 +69,7 @@ class TrainConfig:
     min_lr: float = 0.0                # cosine floor
     amp: str = "none"                  # "none", "bf16" or "fp16" autocast
     channels_last: bool = False
+    sync_bn: bool = False              # DDP: BatchNorm over the global batch (else per-process statistics)
     device: str = "auto"               # "auto" (cuda if available), "cpu", "cuda"
     num_threads: int = 0               # torch intra-op threads; 0 = torch's default
     mallopt: bool = True               # raise glibc mmap/trim thresholds (big CPU speed-up; no-op elsewhere)

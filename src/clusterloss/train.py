@@ -116,7 +116,12 @@ class Trainer:
                             "pam_iterations": config.loss.pam_iterations, **loss_options}
         self.loss_fn = build_loss(config.loss.name, m.embedding_dim, len(classes), **loss_options).to(device)
         self.net: nn.Module = self.model
+        if t.sync_bn and device.type != "cuda":
+            raise ValueError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on "
+                             "CPU); drop it, or train on GPUs")
         if self.world > 1:
+            if t.sync_bn:  # BatchNorm statistics over the global batch, as one process would compute them
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer = build_sgd(self.model, self.loss_fn, t.lr, t.momentum, t.nesterov, t.weight_decay,
