@@ -61,9 +61,13 @@ def check_same_settings(run_dir: Path, config: Config) -> None:
     if not saved.exists() or not started:
         return
     old = yaml.safe_load(saved.read_text()) or {}
-    diffs = [f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}"
-             for section, values in config.to_dict().items() for key, value in values.items()
-             if (old.get(section) or {}).get(key) != value]
+    defaults = Config().to_dict()  # a key added since that run was made had its default value there
+    diffs = []
+    for section, values in config.to_dict().items():
+        for key, value in values.items():
+            before = (old.get(section) or {}).get(key, defaults[section][key])
+            if before != value:
+                diffs.append(f"{section}.{key}: {before!r} -> {value!r}")
     if diffs:
         raise ValueError(f"{run_dir} holds a run made with other settings ({'; '.join(diffs[:6])}); "
                          "choose another output folder or delete that run")
