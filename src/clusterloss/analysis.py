@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from clusterloss.runtime import resolve_device
+
 __all__ = ["Extracted", "extract", "save_extracted", "load_extracted", "analyze_run", "add_subcommands"]
 
 SPLITS = {"eval": "eval", "test": "eval", "train": "train"}
@@ -39,20 +41,12 @@ class Extracted:
     coarse_class_names: list[str] | None = field(default=None)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _dataset_for(config, split: str, data_root: str | None):
-    from clusterloss.data import build_splits
+    from clusterloss.data.protocols import splits_from_config
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    d = config.data
-    splits = build_splits(d.name, data_root or d.root, protocol=d.protocol, train_classes=d.train_classes,
-                          validation=d.validation, download=False)
+    splits = splits_from_config(config.data, root=data_root, download=False)
     return splits, getattr(splits, SPLITS[split])
 
 
@@ -85,7 +79,7 @@ def extract(
     splits, dataset = _dataset_for(config, split, data_root)
     from clusterloss.models.inference import embed_dataset
 
-    dev = _device(device)
+    dev = resolve_device(device)
     model = model.to(dev)
     if len(dataset):
         embeddings = embed_dataset(model, dataset, splits.mean, splits.std,

@@ -77,14 +77,13 @@ def check_same_settings(run_dir: Path, config: Config) -> None:
 def reference_metrics(config: Config) -> dict[str, dict[str, float]]:
     """Metrics of raw pixels and of the untrained network (same seed as the run) on the evaluation split."""
     from .data.augment import normalize
-    from .data.protocols import build_splits
+    from .data.protocols import splits_from_config
     from .metrics.evaluate import evaluate_embeddings
     from .models import build_model
     from .models.inference import embed_dataset
 
-    d, ev = config.data, config.eval
-    splits = build_splits(d.name, d.root, protocol=d.protocol, train_classes=d.train_classes,
-                          validation=d.validation, download=d.download)
+    ev = config.eval
+    splits = splits_from_config(config.data)
     evaluation = splits.eval
     options = {"ks": tuple(ev.ks), "kmeans_seeds": tuple(ev.kmeans_seeds)}
     pixels = normalize(evaluation.images, splits.mean, splits.std).flatten(1)

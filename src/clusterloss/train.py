@@ -28,6 +28,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import capture_rng_state, load_backbone, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import Config, save_config
+from .runtime import resolve_device
 from .schedule import IterationSchedule, build_sgd
 from .train_cli import add_subcommands  # noqa: F401  (the `clusterloss train` command)
 
@@ -44,20 +45,12 @@ class TrainingInterrupted(RuntimeError):
         self.signum = signum
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available; use train.device=cpu")
-    return torch.device(name)
-
-
 class Trainer:
     """Owns the objects of one run; ``fit()`` trains to ``config.train.epochs`` and returns eval metrics."""
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
         from .data.loader import DeviceBatchLoader
-        from .data.protocols import build_splits
+        from .data.protocols import splits_from_config
         from .data.sampler import ClassBalancedBatchSampler
         from .losses import build_loss
         from .models import build_model
@@ -69,7 +62,7 @@ class Trainer:
             tune_malloc()
         if t.num_threads > 0:
             torch.set_num_threads(t.num_threads)
-        device = _resolve_device(t.device)
+        device = resolve_device(t.device)
         if distributed.launched_by_torchrun():
             device = distributed.init_from_env(device.type)
         self.device, self.rank, self.world = device, distributed.rank(), distributed.world_size()
@@ -77,8 +70,7 @@ class Trainer:
         torch.manual_seed(t.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
 
         d = config.data
-        self.splits = build_splits(d.name, d.root, protocol=d.protocol, train_classes=d.train_classes,
-                                   validation=d.validation, download=d.download)
+        self.splits = splits_from_config(d)
         train_labels = self.splits.train.labels
         classes = torch.unique(train_labels)
         # Losses see contiguous ids 0..C-1 (proxy_anchor needs them; the others are indifferent).

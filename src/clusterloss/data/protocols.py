@@ -112,3 +112,13 @@ def build_splits(
     train, evaluation = split_datasets(train_split, test_split, protocol, train_classes, validation)
     mean, std = channel_stats(train.images)
     return Splits(train=train, eval=evaluation, mean=mean, std=std)
+
+
+def splits_from_config(data, root: str | Path | None = None, download: bool | None = None) -> Splits:
+    """:func:`build_splits` with the settings of a ``DataConfig`` (``config.data``).
+
+    ``root`` / ``download`` override the config's (e.g. a dataset folder that moved since training).
+    """
+    return build_splits(data.name, root or data.root, protocol=data.protocol,
+                        train_classes=data.train_classes, validation=data.validation,
+                        download=data.download if download is None else download)

@@ -1,6 +1,6 @@
 import torch
 
-from clusterloss.threads import torch_threads
+from clusterloss.runtime import torch_threads
 
 
 def test_torch_threads_sets_and_restores():
@@ -20,3 +20,15 @@ def test_torch_threads_restores_after_an_error():
     except RuntimeError:
         pass
     assert torch.get_num_threads() == before
+
+
+def test_resolve_device():
+    import pytest
+
+    from clusterloss.runtime import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda:1")

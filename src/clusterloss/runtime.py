@@ -1,4 +1,4 @@
-"""Temporarily changing the number of torch intra-op CPU threads."""
+"""Torch runtime settings: which device to run on, and how many intra-op CPU threads."""
 
 from __future__ import annotations
 
@@ -24,3 +24,16 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; any other torch device name as given.
+
+    Asking for CUDA where there is none is an error rather than a silent fall-back to the CPU.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA device is available; use cpu (or auto)")
+    return device
