@@ -100,3 +100,15 @@ def test_float32_input_matches_oracle_on_well_separated_batches():
         assert loss.dtype == torch.float32
         assert details["medoids"].tolist() == expected["medoids"]
         assert loss.item() == pytest.approx(expected["loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_sparse_scoring_path_matches_oracle(seed, monkeypatch):
+    # Training-sized batches take the dense scoring path; large ones the sparse update. Force the sparse
+    # one so it is checked against the oracle directly, not only against the dense path.
+    from clusterloss.losses import candidate_scoring
+
+    monkeypatch.setattr(candidate_scoring, "DENSE_TABLE_LIMIT", 0)
+    rng = np.random.default_rng(200 + seed)
+    for trial in range(20):
+        _check_case(*_random_case(rng, trial, max_b=16))
