@@ -16,8 +16,8 @@ def test_summarize_matches_numpy():
     assert summary["recall@1"] == pytest.approx((0.5, np.std([0.25, 0.75, 0.5])))
 
 
-def test_format_table_shows_percent_and_std():
-    table = experiments.format_table({"a": {"nmi": 0.5, "recall@1": 0.25}, "bb": {"nmi": (0.6, 0.01)}},
+def test_comparison_table_shows_percent_and_std():
+    table = experiments.comparison_table({"a": {"nmi": 0.5, "recall@1": 0.25}, "bb": {"nmi": (0.6, 0.01)}},
                                      metrics=("nmi", "recall@1"))
     lines = table.splitlines()
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]

@@ -95,7 +95,7 @@ def reference_metrics(config: Config) -> dict[str, dict[str, float]]:
             "untrained network": evaluate_embeddings(untrained, evaluation.labels, **options)}
 
 
-def format_table(rows: dict[str, dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
+def comparison_table(rows: dict[str, dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
     """A Markdown table, one row per entry; a value is a float, or a (mean, std) pair shown as mean ± std."""
     def cell(value: Any) -> str:
         if isinstance(value, (tuple, list)):
@@ -139,7 +139,7 @@ def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | N
     rows = {**references, "trained (facility location)": trained}
     print(f"\nZero-shot digits (train on 0-4, evaluate on 5-9), {config.train.epochs} epochs in "
           f"{train_seconds:.1f} s:\n")
-    print(format_table(rows))
+    print(comparison_table(rows))
     print(f"\nReport: {(run_dir / 'report.html').resolve()}")
     return rows
 
@@ -211,7 +211,7 @@ def compare(config_path: str | Path, losses: list[str], seeds: int = 3, out: str
             results.setdefault(loss, []).append(metrics)
     summary = {loss: summarize(runs) for loss, runs in results.items()}
     title = f"{config_path.stem}: {seeds} seed(s), final-epoch metrics on the evaluation split (%)"
-    table = format_table(summary)
+    table = comparison_table(summary)
     (out / "compare.md").write_text(f"{title}\n\n{table}\n")
     _write_json(out / "compare.json", {"config": str(config_path), "overrides": base, "seeds": seeds,
                                        "per_loss": list(per_loss or []),
