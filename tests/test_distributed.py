@@ -64,6 +64,10 @@ def _worker(rank: int, port: int, out_dir: str, losses: list[str]) -> None:
         results = {name: one_step(name, x[part], y[part], wrap=torch.nn.parallel.DistributedDataParallel)
                    for name in losses}
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks leave together: rank 0 hosts the rendezvous store, and tearing it down while the other
+        # rank is still in gloo aborted the process now and then ("terminate called without an active
+        # exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
