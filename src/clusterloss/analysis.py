@@ -70,6 +70,7 @@ def extract(
         data_root: dataset folder if it moved since training (default: the config's ``data.root``).
     """
     from clusterloss.checkpoint import load_checkpoint, model_from_checkpoint
+    from clusterloss.models.inference import embed_dataset
 
     path = Path(checkpoint_path)
     if not path.exists():
@@ -77,8 +78,6 @@ def extract(
     ckpt = load_checkpoint(path)
     model, config = model_from_checkpoint(ckpt)
     splits, dataset = _dataset_for(config, split, data_root)
-    from clusterloss.models.inference import embed_dataset
-
     dev = resolve_device(device)
     model = model.to(dev)
     if len(dataset):

@@ -52,7 +52,7 @@ def run_train(args: argparse.Namespace) -> int:
         if is_main_process():
             print(stop, file=sys.stderr)
         return 128 + int(stop.signum)
-    except (NonFiniteError, ValueError) as err:
+    except NonFiniteError as err:  # bad input (ValueError, missing data) is reported by cli.main
         print(f"error: {err}", file=sys.stderr)
         return 1
     if is_main_process():
