@@ -61,30 +61,34 @@ def test_gradcheck_float64():
         )
 
 
-def test_degenerate_batches_are_defined():
+@pytest.mark.parametrize("search", ["compiled", "tensor"])
+def test_degenerate_batches_are_defined(search):
     one = torch.randn(1, 4, requires_grad=True)
-    loss, details = facility_location_loss(one, torch.tensor([3]), return_details=True)
+    loss, details = facility_location_loss(one, torch.tensor([3]), return_details=True, search=search)
     loss.backward()
     assert loss.item() == 0.0 and details["medoids"].tolist() == [0] and torch.isfinite(one.grad).all()
 
     x = torch.randn(6, 3, requires_grad=True)
-    loss = facility_location_loss(x, torch.full((6,), 9))  # one class: F(pred) = F~, NMI 1
+    loss = facility_location_loss(x, torch.full((6,), 9), search=search)  # one class: F(pred) = F~, NMI 1
     assert loss.item() == pytest.approx(0.0, abs=1e-5)
 
     # All singletons: every point is a medoid, clustering perfect, loss 0 for every margin.
     for kind in ("nmi", "ami", "ari", "vmeasure", "const"):
-        loss, details = facility_location_loss(x, torch.arange(6) * 5, margin_type=kind, return_details=True)
+        loss, details = facility_location_loss(x, torch.arange(6) * 5, margin_type=kind, return_details=True,
+                                               search=search)
         assert loss.item() == pytest.approx(0.0, abs=1e-6)
         assert sorted(details["medoids"].tolist()) == list(range(6))
 
     same = torch.zeros(5, 2, requires_grad=True)  # all duplicates: all distances 0
-    loss, details = facility_location_loss(same, torch.tensor([0, 0, 1, 1, 2]), return_details=True)
+    loss, details = facility_location_loss(same, torch.tensor([0, 0, 1, 1, 2]), return_details=True,
+                                           search=search)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(same.grad).all()
     assert details["medoids"].tolist() == [0, 1, 2]  # ties go to the first candidates
 
     near_b = torch.randn(9, 2)  # K close to B
-    loss = facility_location_loss(near_b, torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 7]), margin_type="ami")
+    loss = facility_location_loss(near_b, torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 7]), margin_type="ami",
+                                  search=search)
     assert torch.isfinite(loss)
 
 
@@ -108,6 +112,7 @@ def test_pam_off_keeps_greedy_medoids():
         (torch.zeros(3, 2), torch.tensor([0, 1, 1]), {"margin_type": "f1"}, "margin_type"),
         (torch.zeros(3, 2), torch.tensor([0, 1, 1]), {"pam_iterations": -1}, "pam_iterations"),
         (torch.zeros(3, 2), torch.tensor([0, 1, 1]), {"margin_multiplier": math.nan}, "margin_multiplier"),
+        (torch.zeros(3, 2), torch.tensor([0, 1, 1]), {"search": "numpy"}, "unknown search"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_problem(embeddings, labels, kwargs, message):
@@ -118,6 +123,21 @@ def test_bad_input_raises_value_error_naming_the_problem(embeddings, labels, kwa
 def test_module_rejects_bad_config_at_construction():
     with pytest.raises(ValueError, match="margin_type"):
         FacilityLocationLoss(margin_type="nope")
+    with pytest.raises(ValueError, match="search"):
+        FacilityLocationLoss(search="fast")
+
+
+def test_without_numba_auto_falls_back_to_the_tensor_search_and_compiled_says_what_to_install(monkeypatch):
+    from clusterloss.losses import facility_search
+
+    torch.manual_seed(2)
+    x, labels = torch.randn(12, 3), torch.arange(12) % 3
+    _, with_kernel = facility_location_loss(x, labels, return_details=True)
+    monkeypatch.setattr(facility_search, "compiled_search_available", lambda: False)
+    _, fallback = facility_location_loss(x, labels, return_details=True)
+    assert torch.equal(fallback["medoids"], with_kernel["medoids"])
+    with pytest.raises(ValueError, match="pip install numba"):
+        facility_location_loss(x, labels, search="compiled")
 
 
 def test_deterministic_and_label_format_invariant():

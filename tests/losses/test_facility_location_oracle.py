@@ -13,6 +13,9 @@ import facility_oracle  # noqa: E402
 from clusterloss.losses.facility_location import facility_location_loss  # noqa: E402
 
 KINDS = ("nmi", "ami", "ari", "vmeasure", "const")
+# Both searches are held to the oracle: the compiled CPU kernel ("auto" on CPU) and the batched tensor
+# search (the CUDA path).
+SEARCHES = ("compiled", "tensor")
 
 
 def _random_case(rng: np.random.Generator, trial: int, max_b: int):
@@ -43,15 +46,15 @@ def _random_case(rng: np.random.Generator, trial: int, max_b: int):
     return x, labels, kind, gamma, pam
 
 
-def _check_case(x, labels, kind, gamma, pam):
+def _check_case(x, labels, kind, gamma, pam, search):
     expected = facility_oracle.facility_location_loss(x, labels, gamma, kind, pam)
     xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     loss, details = facility_location_loss(
         xt, torch.tensor(labels), margin_multiplier=gamma, margin_type=kind, pam_iterations=pam,
-        return_details=True,
+        return_details=True, search=search,
     )
     loss.backward()
-    where = f"kind={kind} gamma={gamma} pam={pam} labels={labels.tolist()} x={x.tolist()}"
+    where = f"search={search} kind={kind} gamma={gamma} pam={pam} labels={labels.tolist()} x={x.tolist()}"
     assert details["greedy_medoids"].tolist() == expected["greedy_medoids"], where
     assert details["medoids"].tolist() == expected["medoids"], where
     assert details["assignment"].tolist() == expected["assignment"].tolist(), where
@@ -63,39 +66,43 @@ def _check_case(x, labels, kind, gamma, pam):
         np.testing.assert_allclose(xt.grad.numpy(), expected["grad"], atol=1e-5, err_msg=where)
 
 
+@pytest.mark.parametrize("search", SEARCHES)
 @pytest.mark.parametrize("seed", range(4))
-def test_matches_oracle_on_small_random_batches(seed):
+def test_matches_oracle_on_small_random_batches(seed, search):
     rng = np.random.default_rng(seed)
     for trial in range(25):
-        _check_case(*_random_case(rng, trial, max_b=10))
+        _check_case(*_random_case(rng, trial, max_b=10), search)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("search", SEARCHES)
 @pytest.mark.parametrize("seed", range(100, 105))
-def test_matches_oracle_on_random_sweep(seed):
+def test_matches_oracle_on_random_sweep(seed, search):
     rng = np.random.default_rng(seed)
     for trial in range(40):
-        _check_case(*_random_case(rng, trial, max_b=20))
+        _check_case(*_random_case(rng, trial, max_b=20), search)
 
 
 @pytest.mark.slow
-def test_matches_oracle_on_a_training_sized_batch():
+@pytest.mark.parametrize("search", SEARCHES)
+def test_matches_oracle_on_a_training_sized_batch(search):
     rng = np.random.default_rng(7)
     x = rng.normal(size=(48, 8))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     labels = np.repeat(np.arange(12), 4)
     for kind in ("nmi", "ami"):
-        _check_case(x, labels, kind, 1.0, 2)
+        _check_case(x, labels, kind, 1.0, 2, search)
 
 
-def test_float32_input_matches_oracle_on_well_separated_batches():
+@pytest.mark.parametrize("search", SEARCHES)
+def test_float32_input_matches_oracle_on_well_separated_batches(search):
     rng = np.random.default_rng(11)
     for trial in range(10):
         x, labels, kind, gamma, pam = _random_case(rng, 3 * trial + 1, max_b=10)
         expected = facility_oracle.facility_location_loss(x.astype(np.float32), labels, gamma, kind, pam)
         loss, details = facility_location_loss(
             torch.tensor(x, dtype=torch.float32), torch.tensor(labels), margin_multiplier=gamma,
-            margin_type=kind, pam_iterations=pam, return_details=True,
+            margin_type=kind, pam_iterations=pam, return_details=True, search=search,
         )
         assert loss.dtype == torch.float32
         assert details["medoids"].tolist() == expected["medoids"]
@@ -111,4 +118,4 @@ def test_sparse_scoring_path_matches_oracle(seed, monkeypatch):
     monkeypatch.setattr(candidate_scoring, "DENSE_TABLE_LIMIT", 0)
     rng = np.random.default_rng(200 + seed)
     for trial in range(20):
-        _check_case(*_random_case(rng, trial, max_b=16))
+        _check_case(*_random_case(rng, trial, max_b=16), "tensor")

@@ -150,7 +150,7 @@ def test_dense_and_sparse_search_paths_choose_the_same_medoids(monkeypatch):
         x = torch.tensor(x)
         d = pairwise_distances(x)
         kind = ("nmi", "ami", "ari", "vmeasure", "const")[trial % 5]
-        args = (d, y, k, kind, float(trial % 3), 3, False)
+        args = (d, y, k, kind, float(trial % 3), 3, False, "tensor")
         dense = facility_search.facility_location_search(*args)
         monkeypatch.setattr(candidate_scoring, "DENSE_TABLE_LIMIT", 0)
         sparse = facility_search.facility_location_search(*args)

@@ -24,6 +24,7 @@ from torch import nn
 
 from clusterloss.losses.facility_search import (
     MARGIN_TYPES,
+    SEARCH_CHOICES,
     assign_to_medoids,
     facility_location_search,
     ground_truth_facility_score,
@@ -33,7 +34,7 @@ from clusterloss.metrics.partition_scores import contingency_statistics, scores_
 from clusterloss.runtime import torch_threads
 
 
-def _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations) -> torch.Tensor:
+def _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations, search) -> torch.Tensor:
     if not isinstance(embeddings, torch.Tensor):
         raise ValueError(f"embeddings must be a torch.Tensor [B, D], got {type(embeddings).__name__}")
     if embeddings.dim() != 2:
@@ -63,6 +64,8 @@ def _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations
         raise ValueError(f"margin_multiplier must be finite and >= 0, got {margin_multiplier}")
     if isinstance(pam_iterations, bool) or not isinstance(pam_iterations, int) or pam_iterations < 0:
         raise ValueError(f"pam_iterations must be an int >= 0 (0 turns PAM off), got {pam_iterations!r}")
+    if search not in SEARCH_CHOICES:
+        raise ValueError(f"unknown search {search!r}; choose one of {SEARCH_CHOICES}")
     return labels.to(embeddings.device).long()
 
 
@@ -74,6 +77,7 @@ def facility_location_loss(
     margin_type: str = "nmi",
     pam_iterations: int = 5,
     return_details: bool = False,
+    search: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """Clustering loss of a batch (eq. 7 of the paper); see the module docstring.
 
@@ -89,20 +93,23 @@ def facility_location_loss(
             ``greedy_medoids`` [K] (pick order), ``assignment`` [B] (slot of each sample),
             ``score_pred`` F(S*), ``score_gt`` F~(y), ``clustering_score`` (float), ``margin``
             gamma * (1 - score), ``num_clusters`` K and ``classes`` (the distinct labels, sorted).
+        search: how the medoids are found; every choice gives the same medoids. ``"auto"``: the compiled
+            CPU kernel (numba) for CPU tensors, the batched tensor search on other devices;
+            ``"compiled"``: the kernel (CPU only); ``"tensor"``: the batched tensor search everywhere.
 
     Returns:
         Scalar loss (float32 for half inputs, else the embeddings' dtype), or ``(loss, details)``.
     """
-    labels = _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations)
+    labels = _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations, search)
     x = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
     # Inside a caller's autocast region the distance matmul would run in bf16/fp16 and change the loss and
     # the medoid choices; the loss is defined in the embeddings' own precision.
     with torch.autocast(x.device.type, enabled=False):
-        return _loss(x, labels, float(margin_multiplier), margin_type, pam_iterations, return_details)
+        return _loss(x, labels, float(margin_multiplier), margin_type, pam_iterations, return_details, search)
 
 
 def _loss(x: torch.Tensor, labels: torch.Tensor, gamma: float, margin_type: str, pam_iterations: int,
-          return_details: bool):
+          return_details: bool, search: str):
     dist = pairwise_distances(x)
     class_ids, classes = torch.unique(labels, return_inverse=True)
     k = class_ids.shape[0]
@@ -110,10 +117,11 @@ def _loss(x: torch.Tensor, labels: torch.Tensor, gamma: float, margin_type: str,
     # normal tensors because they index the differentiable distances below.
     with torch.inference_mode(), torch_threads(1 if dist.device.type == "cpu" else None):
         found = facility_location_search(
-            dist.detach(), classes, k, margin_type, gamma, pam_iterations, round32=x.dtype != torch.float64
+            dist.detach(), classes, k, margin_type, gamma, pam_iterations, round32=x.dtype != torch.float64,
+            search=search,
         )
         assignment = assign_to_medoids(dist.detach(), found.medoids)
-        stats = contingency_statistics(classes, assignment)
+        stats = contingency_statistics(classes, assignment, with_emi=margin_type == "ami")
         score = float(scores_from_statistics(margin_type, **stats).clamp_min(0.0))
     medoids, greedy_medoids = found.medoids.clone(), found.greedy_medoids.clone()
     assignment = assignment.clone()
@@ -151,15 +159,17 @@ class FacilityLocationLoss(nn.Module):
         margin_type: str = "nmi",
         pam_iterations: int = 5,
         return_details: bool = False,
+        search: str = "auto",
     ):
         super().__init__()
         # Validate eagerly so a bad config fails at construction, not at the first batch.
         _validate(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long), margin_multiplier, margin_type,
-                  pam_iterations)
+                  pam_iterations, search)
         self.margin_multiplier = margin_multiplier
         self.margin_type = margin_type
         self.pam_iterations = pam_iterations
         self.return_details = return_details
+        self.search = search
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor):
         return facility_location_loss(
@@ -169,8 +179,9 @@ class FacilityLocationLoss(nn.Module):
             margin_type=self.margin_type,
             pam_iterations=self.pam_iterations,
             return_details=self.return_details,
+            search=self.search,
         )
 
     def extra_repr(self) -> str:
         return (f"margin_multiplier={self.margin_multiplier}, margin_type={self.margin_type!r}, "
-                f"pam_iterations={self.pam_iterations}")
+                f"pam_iterations={self.pam_iterations}, search={self.search!r}")

@@ -34,13 +34,16 @@ loss, exactly as in the original.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from clusterloss.losses.candidate_scoring import CandidateScorer
 
 MARGIN_TYPES = ("nmi", "ami", "ari", "vmeasure", "const")
+SEARCH_CHOICES = ("auto", "compiled", "tensor")
 # Objectives within this relative distance of the best count as tied (round-off of different summation
 # orders); the first of the tied candidates wins.
 TIE_RTOL = 1e-10
@@ -293,15 +296,54 @@ def pam_refine(
     return medoids
 
 
+def compiled_search_available() -> bool:
+    """Whether the compiled CPU search (numba) can be used here."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def _use_compiled(search: str, device: torch.device) -> bool:
+    if search not in SEARCH_CHOICES:
+        raise ValueError(f"unknown search {search!r}; choose one of {SEARCH_CHOICES}")
+    if search == "tensor":
+        return False
+    if search == "compiled":
+        if device.type != "cpu":
+            raise ValueError(f"search='compiled' runs on CPU tensors only, got {device.type}; use 'auto'")
+        if not compiled_search_available():
+            raise ValueError("search='compiled' needs numba: pip install numba (or use search='tensor')")
+        return True
+    return device.type == "cpu" and compiled_search_available()
+
+
+def _compiled_search(dist, scorer: CandidateScorer, num_classes: int, pam_iterations: int) -> SearchResult:
+    from clusterloss.losses import facility_search_kernel as kernel
+
+    d = dist.contiguous().numpy()
+    d_t = np.ascontiguousarray(d.T)
+    args = (
+        scorer.y.numpy(), num_classes, kernel.KIND_CODES[scorer.kind], scorer.gamma, scorer.round32,
+        scorer.f.numpy(), scorer.h.numpy(), float(scorer.sum_f_rows), float(scorer.sum_sq_rows),
+    )
+    greedy = kernel.greedy_search(d, d_t, *args, TIE_RTOL, _PRUNE_RTOL)
+    final = kernel.pam_refine(d, d_t, *args, greedy, pam_iterations, TIE_RTOL) if pam_iterations else greedy
+    return SearchResult(greedy_medoids=torch.from_numpy(greedy), medoids=torch.from_numpy(final.copy()))
+
+
 def facility_location_search(
     dist: torch.Tensor, classes: torch.Tensor, num_classes: int, margin_type: str, gamma: float,
-    pam_iterations: int, round32: bool,
+    pam_iterations: int, round32: bool, search: str = "auto",
 ) -> SearchResult:
-    """Greedy loss-augmented medoids, then PAM; ``dist`` [B, B] detached, ``classes`` [B] in 0..K-1."""
+    """Greedy loss-augmented medoids, then PAM; ``dist`` [B, B] detached, ``classes`` [B] in 0..K-1.
+
+    ``search``: ``"auto"`` (the compiled kernel for CPU tensors when numba is installed, else the batched
+    tensor search), ``"compiled"`` or ``"tensor"``. Both make the same choices.
+    """
     if margin_type not in MARGIN_TYPES:
         raise ValueError(f"unknown margin_type {margin_type!r}; choose one of {MARGIN_TYPES}")
     dist = dist.detach().to(torch.float64)
     scorer = CandidateScorer(classes, num_classes, margin_type, float(gamma), round32)
+    if _use_compiled(search, dist.device):
+        return _compiled_search(dist, scorer, num_classes, pam_iterations)
     greedy = greedy_facility_search(dist, scorer, num_classes)
     final = pam_refine(dist, scorer, greedy, pam_iterations) if pam_iterations > 0 else greedy.clone()
     return SearchResult(greedy_medoids=greedy, medoids=final)
