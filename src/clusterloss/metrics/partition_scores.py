@@ -134,10 +134,11 @@ def expected_mutual_info_table(
     return h_vals[b_inv]
 
 
-def contingency_statistics(labels_true, labels_pred) -> dict[str, torch.Tensor | int]:
+def contingency_statistics(labels_true, labels_pred, with_emi: bool = True) -> dict[str, torch.Tensor | int]:
     """Sufficient statistics of the contingency table of two labelings (see the module docstring).
 
     Only non-empty cells are formed (one sort of the N cell keys), so N = 1e5 singletons are cheap.
+    ``with_emi=False`` skips the expected mutual information (only AMI needs it; ``emi`` is then None).
     """
     t, p = _check_pair(labels_true, labels_pred)
     n = t.shape[0]
@@ -147,11 +148,12 @@ def contingency_statistics(labels_true, labels_pred) -> dict[str, torch.Tensor |
     cols = torch.bincount(pi) if n else torch.zeros(0, dtype=torch.int64, device=t.device)
     n_cols = cols.shape[0]
     _, cells = torch.unique(ti * max(n_cols, 1) + pi, return_counts=True)
-    emi = (
-        expected_mutual_info_table(rows, n, cols).sum()
-        if rows.shape[0] > 1 and n_cols > 1
-        else torch.zeros((), dtype=torch.float64, device=t.device)
-    )
+    if not with_emi:
+        emi = None
+    elif rows.shape[0] > 1 and n_cols > 1:
+        emi = expected_mutual_info_table(rows, n, cols).sum()
+    else:
+        emi = torch.zeros((), dtype=torch.float64, device=t.device)
     f64 = torch.float64
     return {
         "n": n,
