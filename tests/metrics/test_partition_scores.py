@@ -10,10 +10,12 @@ from sklearn import metrics as skm
 from clusterloss.metrics.partition_scores import (
     adjusted_mutual_info,
     adjusted_rand_index,
+    contingency_statistics,
     expected_mutual_info_table,
     normalized_mutual_info,
     partition_score,
     partitions_equal,
+    scores_from_statistics,
     v_measure,
 )
 
@@ -97,6 +99,18 @@ def test_emi_table_sums_to_sklearn_emi():
         ours = expected_mutual_info_table(rows, n, cols).sum().item()
         assert ours == pytest.approx(expected_mutual_information(cont, n), abs=1e-10)
     assert expected_mutual_info_table(torch.tensor([2, 2]), 4, torch.tensor([0]))[0] == 0.0
+
+
+def test_statistics_without_emi_score_everything_but_ami():
+    t, p = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 1, 1, 2, 0])
+    full = contingency_statistics(t, p)
+    lean = contingency_statistics(t, p, with_emi=False)
+    assert lean["emi"] is None and float(full["emi"]) > 0
+    assert {k: v for k, v in lean.items() if k != "emi"} == {k: v for k, v in full.items() if k != "emi"}
+    for kind in ("nmi", "ari", "vmeasure", "const"):
+        assert float(scores_from_statistics(kind, **lean)) == float(scores_from_statistics(kind, **full))
+    with pytest.raises(ValueError, match="emi"):
+        scores_from_statistics("ami", **lean)
 
 
 @pytest.mark.slow
