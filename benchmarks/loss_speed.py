@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/loss_speed.py [--sizes 32,64,128,256,512,1024] [--repeats 5] [--threads N]
 
 For each batch size B: D = 64, K = B / 4 classes of 4 samples, L2-normalized Gaussian embeddings, margins
-nmi and ami, PAM off (0) and on (5 passes). "ours" is the median over ``--repeats`` timed runs after one
-warm-up; the oracle (``tests/losses/facility_oracle.py``: NumPy + one scikit-learn call per candidate, as
+nmi and ami, PAM off (0) and on (5 passes). "ours" is the loss as called by default (``search="auto"``: the
+compiled kernel on CPU, the batched tensor search on CUDA), "tensor search" the same loss with
+``search="tensor"``; each is the median over ``--repeats`` timed runs after one warm-up; the oracle
+(``tests/losses/facility_oracle.py``: NumPy + one scikit-learn call per candidate, as
 the TensorFlow original) is timed once, and skipped when its time, extrapolated from the previous sizes
 (with the growth exponent measured between the last two sizes, else B^3), would exceed ``--oracle-limit``.
 """
@@ -26,15 +28,22 @@ import facility_oracle  # noqa: E402
 from clusterloss.losses.facility_location import facility_location_loss  # noqa: E402
 
 
-def _ours_ms(x: torch.Tensor, labels: torch.Tensor, kind: str, pam: int, repeats: int) -> float:
+def _ours_ms(x: torch.Tensor, labels: torch.Tensor, kind: str, pam: int, repeats: int, search: str) -> float:
     times = []
     for i in range(repeats + 1):
         e = x.clone().requires_grad_()
+        _sync(x.device)
         t0 = time.perf_counter()
-        facility_location_loss(e, labels, margin_type=kind, pam_iterations=pam).backward()
+        facility_location_loss(e, labels, margin_type=kind, pam_iterations=pam, search=search).backward()
+        _sync(x.device)
         if i:  # the first run is a warm-up
             times.append(time.perf_counter() - t0)
     return 1000.0 * statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _oracle_ms(x: torch.Tensor, labels: torch.Tensor, kind: str, pam: int) -> float:
@@ -70,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
           "D = 64, K = B/4, forward + backward, gamma = 1")
-    print("| B | K | margin | PAM | ours (ms) | oracle (ms) | speed-up |")
-    print("|---:|---:|:---|---:|---:|---:|---:|")
+    print("| B | K | margin | PAM | ours (ms) | tensor search (ms) | oracle (ms) | speed-up |")
+    print("|---:|---:|:---|---:|---:|---:|---:|---:|")
     measured: dict[tuple[str, int], list[tuple[int, float]]] = {}
     for b in sizes:
         k = max(1, b // 4)
@@ -80,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         labels = torch.arange(k).repeat_interleave(4)[:b].to(args.device)
         for kind in ("nmi", "ami"):
             for pam in (0, 5):
-                ours = _ours_ms(x, labels, kind, pam, args.repeats)
+                ours = _ours_ms(x, labels, kind, pam, args.repeats, "auto")
+                tensor = _ours_ms(x, labels, kind, pam, args.repeats, "tensor")
                 estimate = _extrapolate(measured.get((kind, pam), []), b)
                 if estimate > args.oracle_limit:
                     oracle_txt = f"skipped (est. {estimate:,.0f} s)"
@@ -89,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
                     oracle = _oracle_ms(x.cpu(), labels.cpu(), kind, pam)
                     measured.setdefault((kind, pam), []).append((b, oracle / 1000.0))
                     oracle_txt, speed_txt = f"{oracle:,.0f}", f"{oracle / ours:,.0f}x"
-                row = f"| {b} | {k} | {kind} | {pam} | {ours:,.1f} | {oracle_txt} | {speed_txt} |"
+                times = f"{ours:,.1f} | {tensor:,.1f} | {oracle_txt}"
+                row = f"| {b} | {k} | {kind} | {pam} | {times} | {speed_txt} |"
                 print(row, flush=True)
 
 
