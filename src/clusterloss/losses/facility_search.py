@@ -30,6 +30,10 @@ to round-off).
 
 The search runs without gradients, in float64 on the distances' device. Its choices are constants for the
 loss, exactly as in the original.
+
+This batched tensor search is the path for CUDA (and ``search="tensor"``). On a CPU it is bound by dispatching
+small ops, so :func:`facility_location_search` hands CPU tensors to the compiled kernel of
+:mod:`clusterloss.losses.facility_search_kernel` (numba), which makes the same choices.
 """
 
 from __future__ import annotations
