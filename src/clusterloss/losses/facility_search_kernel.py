@@ -151,7 +151,7 @@ def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, su
     slot = np.zeros(b, np.int64)
     chosen = np.zeros(b, np.bool_)
     chosen[first] = True
-    cells = np.zeros(k * r, np.int64)  # (slot, class) counts of the current clustering
+    cells = np.zeros(k * r, np.int32)  # (slot, class) counts of the current clustering
     cols = np.zeros(k, np.int64)
     for i in range(b):
         cells[y[i]] += 1
@@ -167,10 +167,11 @@ def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, su
                 pairs[c, pair_len[c]] = i
                 pair_len[c] += 1
         cost[c] = s
-    sum_f_cells, sum_sq_cells = sum_f_rows, sum_sq_rows
-    sum_f_cols, sum_sq_cols, emi = f[b], float(b) * b, h[b]
+    # statistics of the current clustering: sum_f_cells, sum_sq_cells, sum_f_cols, sum_sq_cols, emi
+    base = np.array([sum_f_rows, sum_sq_rows, f[b], float(b) * b, h[b]])
+    delta = np.empty(5)
     taken = np.empty(b, np.int64)
-    cell_loss = np.zeros(k * r, np.int64)
+    cell_loss = np.zeros(k * r, np.int32)
     col_loss = np.zeros(k, np.int64)
     new_cells = np.zeros(r, np.int64)
     for m in range(1, k):
@@ -184,43 +185,14 @@ def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, su
                 totals[c] = -_INF
                 continue
             count = _capture(dist, dmin, c, pairs, pair_len, taken)
-            for t in range(count):
-                i = taken[t]
-                cell_loss[slot[i] * r + y[i]] += 1
-                col_loss[slot[i]] += 1
-                new_cells[y[i]] += 1
-            d_f_cells = 0.0
-            d_sq_cells = 0.0
-            d_f_cols = 0.0
-            d_sq_cols = 0.0
-            d_h = 0.0
-            for t in range(count):  # each touched cell / column once, then its counter is cleared
-                i = taken[t]
-                key = slot[i] * r + y[i]
-                p = cell_loss[key]
-                if p:
-                    n = cells[key]
-                    d_f_cells += f[n - p] - f[n]
-                    d_sq_cells += float(p * p - 2 * p * n)
-                    cell_loss[key] = 0
-                p = col_loss[slot[i]]
-                if p:
-                    n = cols[slot[i]]
-                    d_f_cols += f[n - p] - f[n]
-                    d_sq_cols += float(p * p - 2 * p * n)
-                    d_h += h[n - p] - h[n]
-                    col_loss[slot[i]] = 0
-                q = new_cells[y[i]]
-                if q:
-                    d_f_cells += f[q]
-                    d_sq_cells += float(q * q)
-                    new_cells[y[i]] = 0
-            score = _score(kind, b, r, m + 1, sum_f_cells + d_f_cells, sum_f_rows,
-                           sum_f_cols + d_f_cols + f[count], sum_sq_cells + d_sq_cells, sum_sq_rows,
-                           sum_sq_cols + d_sq_cols + float(count) * count, emi + d_h + h[count], round32)
+            _capture_delta(taken, count, slot, y, r, cells, cols, cell_loss, col_loss, new_cells, f, h, delta)
+            score = _score(kind, b, r, m + 1, base[0] + delta[0], sum_f_rows, base[2] + delta[2],
+                           base[1] + delta[1], sum_sq_rows, base[3] + delta[3], base[4] + delta[4], round32)
             totals[c] = -cost[c] + gamma * (1.0 - score)
         w = _first_best(totals, b, tie_rtol)
         count = _capture(dist, dmin, w, pairs, pair_len, taken)
+        _capture_delta(taken, count, slot, y, r, cells, cols, cell_loss, col_loss, new_cells, f, h, delta)
+        base += delta  # the winner's statistics, computed exactly as they were when it was scored
         for t in range(count):
             i = taken[t]
             d_old = dmin[i]
@@ -236,31 +208,43 @@ def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, su
             dmin[i] = d_new
         chosen[w] = True
         picks[m] = w
-        sum_f_cells, sum_sq_cells, sum_f_cols, sum_sq_cols, emi = _table_statistics(
-            cells, cols, m + 1, r, f, h
-        )
     return picks
 
 
 @njit(cache=True)
-def _table_statistics(cells, cols, n_slots, r, f, h):
-    """Cell and column sums of f, squares and h over the first ``n_slots`` slots of a count table."""
-    sum_f_cells = 0.0
-    sum_sq_cells = 0.0
-    for key in range(n_slots * r):
-        n = cells[key]
-        if n:
-            sum_f_cells += f[n]
-            sum_sq_cells += float(n * n)
-    sum_f_cols = 0.0
-    sum_sq_cols = 0.0
-    emi = 0.0
-    for s in range(n_slots):
-        n = cols[s]
-        sum_f_cols += f[n]
-        sum_sq_cols += float(n * n)
-        emi += h[n]
-    return sum_f_cells, sum_sq_cells, sum_f_cols, sum_sq_cols, emi
+def _capture_delta(taken, count, slot, y, r, cells, cols, cell_loss, col_loss, new_cells, f, h, delta):
+    """Change of (sum_f_cells, sum_sq_cells, sum_f_cols, sum_sq_cols, emi) when the points
+    ``taken[:count]`` leave their cells and columns for a new column, into ``delta`` [5]. O(count)."""
+    for t in range(count):
+        i = taken[t]
+        cell_loss[slot[i] * r + y[i]] += 1
+        col_loss[slot[i]] += 1
+        new_cells[y[i]] += 1
+    delta[:] = 0.0
+    for t in range(count):  # each touched cell / column once, then its counter is cleared
+        i = taken[t]
+        key = slot[i] * r + y[i]
+        p = cell_loss[key]
+        if p:
+            n = cells[key]
+            delta[0] += f[n - p] - f[n]
+            delta[1] += float(p * p - 2 * p * n)
+            cell_loss[key] = 0
+        p = col_loss[slot[i]]
+        if p:
+            n = cols[slot[i]]
+            delta[2] += f[n - p] - f[n]
+            delta[3] += float(p * p - 2 * p * n)
+            delta[4] += h[n - p] - h[n]
+            col_loss[slot[i]] = 0
+        q = new_cells[y[i]]
+        if q:
+            delta[0] += f[q]
+            delta[1] += float(q * q)
+            new_cells[y[i]] = 0
+    delta[2] += f[count]
+    delta[3] += float(count) * count
+    delta[4] += h[count]
 
 
 @njit(cache=True)
