@@ -140,6 +140,23 @@ def test_without_numba_auto_falls_back_to_the_tensor_search_and_compiled_says_wh
         facility_location_loss(x, labels, search="compiled")
 
 
+def test_a_numba_that_does_not_import_warns_once_and_the_loss_still_works(monkeypatch):
+    import sys
+
+    from clusterloss.losses import facility_search
+
+    facility_search.compiled_search_available.cache_clear()
+    monkeypatch.setattr(facility_search.importlib.util, "find_spec", lambda name: object())  # "installed"
+    monkeypatch.setitem(sys.modules, "numba", None)  # ... but `import numba` fails
+    try:
+        with pytest.warns(RuntimeWarning, match="does not import"):
+            assert not facility_search.compiled_search_available()
+        loss = facility_location_loss(torch.randn(8, 3), torch.arange(8) % 2)
+        assert torch.isfinite(loss)
+    finally:
+        facility_search.compiled_search_available.cache_clear()
+
+
 def test_deterministic_and_label_format_invariant():
     torch.manual_seed(1)
     x = torch.randn(16, 4, dtype=torch.float64)  # float64: relabeling reorders float sums over classes

@@ -38,7 +38,9 @@ small ops, so :func:`facility_location_search` hands CPU tensors to the compiled
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -300,9 +302,17 @@ def pam_refine(
     return medoids
 
 
+@functools.lru_cache(maxsize=1)
 def compiled_search_available() -> bool:
-    """Whether the compiled CPU search (numba) can be used here."""
-    return importlib.util.find_spec("numba") is not None
+    """Whether the compiled CPU search can be used here: numba imports (checked once per process)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError as err:
+        if importlib.util.find_spec("numba") is not None:
+            warnings.warn(f"numba is installed but does not import ({err}); the facility-location loss uses "
+                          "the slower tensor search on CPU", RuntimeWarning, stacklevel=2)
+        return False
+    return True
 
 
 def _use_compiled(search: str, device: torch.device) -> bool:
