@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,11 @@ def _worker(rank: int, port: int, out_dir: str, losses: list[str]) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
+        with distributed.node_leader_first():
+            entered = time.monotonic()
+            time.sleep(0.3 if rank == 0 else 0.0)
+            left = time.monotonic()
+        Path(out_dir, f"leader_first{rank}.txt").write_text(f"{entered} {left}")
         x, y = global_batch()
         part = slice(rank * len(y) // WORLD, (rank + 1) * len(y) // WORLD)
         results = {name: one_step(name, x[part], y[part], wrap=torch.nn.parallel.DistributedDataParallel)
@@ -88,13 +94,13 @@ def ddp_results(tmp_path_factory):
         pass
     out = tmp_path_factory.mktemp("ddp")
     mp.spawn(_worker, args=(_free_port(), str(out), losses), nprocs=WORLD, join=True)
-    return losses, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return losses, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)], out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loss_name", LOSSES)
 def test_two_processes_match_one_process_on_the_global_batch(ddp_results, loss_name):
-    losses, per_rank = ddp_results
+    losses, per_rank, _ = ddp_results
     if loss_name not in losses:
         pytest.skip("clusterloss.losses.facility_location is not available")
     x, y = global_batch()
@@ -110,10 +116,21 @@ def test_two_processes_match_one_process_on_the_global_batch(ddp_results, loss_n
     assert not torch.allclose(TinyNet().linear.weight, weights["linear.weight"])  # the step did move them
 
 
+@pytest.mark.slow
+def test_node_leader_runs_the_block_before_the_other_ranks_enter_it(ddp_results):
+    out = ddp_results[2]
+    (enter0, leave0), (enter1, _) = (map(float, (out / f"leader_first{r}.txt").read_text().split())
+                                     for r in range(WORLD))
+    assert leave0 - enter0 >= 0.3 and enter1 >= leave0
+
+
 def test_helpers_are_identities_without_a_process_group():
     x = torch.randn(3, 2, requires_grad=True)
     assert distributed.all_gather_with_grad(x) is x and distributed.all_gather_no_grad(x) is x
     assert (distributed.world_size(), distributed.rank(), distributed.is_main_process()) == (1, 0, True)
+    with distributed.node_leader_first():  # no process group: just runs the block
+        ran = True
+    assert ran
     distributed.scale_grad(x, 3.0).sum().backward()
     torch.testing.assert_close(x.grad, torch.full((3, 2), 3.0))
 

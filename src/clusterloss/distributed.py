@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -27,6 +29,26 @@ def is_main_process() -> bool:
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+@contextlib.contextmanager
+def node_leader_first() -> Iterator[None]:
+    """Run the block on each node's first process (LOCAL_RANK 0) before the others of the group enter it.
+
+    For work whose result the others reuse, such as building a dataset cache: one build per node instead of
+    one per process at once. Without a process group it just runs the block.
+    """
+    if world_size() == 1:
+        yield
+        return
+    leader = int(os.environ.get("LOCAL_RANK", rank())) == 0
+    if not leader:
+        dist.barrier()  # wait for the leaders to finish the block
+    try:
+        yield
+    finally:
+        if leader:
+            dist.barrier()
 
 
 def init_from_env(device_type: str) -> torch.device:

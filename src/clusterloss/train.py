@@ -70,7 +70,8 @@ class Trainer:
         torch.manual_seed(t.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
 
         d = config.data
-        self.splits = splits_from_config(d)
+        with distributed.node_leader_first():  # a dataset cache (ImageNet) is built once per node
+            self.splits = splits_from_config(d)
         train_labels = self.splits.train.labels
         classes = torch.unique(train_labels)
         # Losses see contiguous ids 0..C-1 (proxy_anchor needs them; the others are indifferent).
