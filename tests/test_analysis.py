@@ -120,3 +120,43 @@ def test_report_writes_every_artifact_and_falls_back_to_last_pt(run_dir, capsys)
     assert "report.html" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no checkpoint"):
         analyze_run(run_dir / "missing")
+
+
+def _cifar_fixture_writer():
+    """tests/data/conftest.py's writers of small official-format dataset files, loaded as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("dataset_file_writers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_every_analysis_command_finds_a_dataset_that_moved_with_data_root(tmp_path, capsys):
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    _cifar_fixture_writer().write_cifar10(first, per_batch=30)
+    run = tmp_path / "run"
+    config = load_config(None, ["data.name=cifar10", f"data.root={first}", *TINY[1:]])
+    torch.manual_seed(0)
+    model = build_model("convnet", embedding_dim=8, in_channels=3, width=4).eval()
+    save_checkpoint({"model": model.state_dict(), "config": config.to_dict(), "epoch": 1, "step": 1},
+                    run / "last.pt")
+    ckpt = run / "last.pt"
+    first.rename(second)
+    with pytest.raises(FileNotFoundError, match="cifar-10"):
+        cli("evaluate", "--checkpoint", ckpt, "--out", tmp_path / "m.json")
+    assert cli("evaluate", "--checkpoint", ckpt, "--data-root", second, "--out", tmp_path / "m.json",
+               "--seeds", 0) == 0
+    assert cli("extract", "--checkpoint", ckpt, "--data-root", second, "--out", tmp_path / "emb") == 0
+    emb, labels = tmp_path / "emb" / "embeddings.npy", tmp_path / "emb" / "labels.npy"
+    assert cli("tsne", "--embeddings", emb, "--labels", labels, "--images", "--out", tmp_path / "t1.png") == 0
+    second.rename(third)  # embeddings.json still names the second folder: --data-root overrides it
+    assert cli("tsne", "--embeddings", emb, "--labels", labels, "--images", "--data-root", third,
+               "--out", tmp_path / "t2.png") == 0
+    assert cli("retrieval", "--checkpoint", ckpt, "--data-root", third, "--out", tmp_path / "r.png",
+               "--queries", 2, "--k", 3) == 0
+    assert cli("report", run, "--no-tsne", "--data-root", third) == 0
+    assert (run / "report.html").exists() and (tmp_path / "t2.png").exists()

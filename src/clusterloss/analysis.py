@@ -114,7 +114,8 @@ def save_extracted(extracted: Extracted, out_dir) -> dict[str, Path]:
     return paths
 
 
-def load_extracted(embeddings_path, labels_path, *, with_images: bool = False) -> Extracted:
+def load_extracted(embeddings_path, labels_path, *, with_images: bool = False,
+                   data_root: str | None = None) -> Extracted:
     """Read ``.npy`` embeddings and labels; with ``with_images``, reload the split's images (and class names)
     from the dataset named in the ``embeddings.json`` beside the embeddings."""
     emb = np.load(embeddings_path, allow_pickle=False)
@@ -133,7 +134,7 @@ def load_extracted(embeddings_path, labels_path, *, with_images: bool = False) -
 
         config = Config.from_dict({"data": {k: meta[k] for k in ("protocol", "train_classes", "validation")}
                                    | {"name": meta["dataset"], "root": meta.get("data_root", "data")}})
-        _, dataset = _dataset_for(config, meta.get("split", "eval"), None)
+        _, dataset = _dataset_for(config, meta.get("split", "eval"), data_root)
         if len(dataset) != len(emb):
             raise ValueError(f"{meta['dataset']} {meta.get('split')} has {len(dataset)} images but the "
                              f"embeddings have {len(emb)} rows; re-run `clusterloss extract`")
@@ -154,7 +155,8 @@ def _title(meta: dict, what: str, metrics: dict | None) -> str:
 
 
 def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", tsne: bool = True,
-                tsne_images: bool = False, device: str = "auto", progress: bool = False) -> dict[str, float]:
+                tsne_images: bool = False, device: str = "auto", progress: bool = False,
+                data_root: str | None = None) -> dict[str, float]:
     """Extract, evaluate and draw everything for a run; writes into ``run_dir`` and returns the metrics.
 
     Files: ``embeddings.npy``, ``labels.npy``, ``embeddings.json``, ``metrics.json``, ``tsne.png`` (unless
@@ -174,7 +176,7 @@ def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", ts
         ckpt_path = run / "last.pt"
     if not ckpt_path.exists():
         raise ValueError(f"no checkpoint {ckpt_path}; is {run} a run directory of `clusterloss train`?")
-    ex = extract(ckpt_path, split, device=device, progress=progress)
+    ex = extract(ckpt_path, split, device=device, progress=progress, data_root=data_root)
     save_extracted(ex, run)
     config = load_checkpoint(ckpt_path)["config"]
     ev = config.get("eval", {})
@@ -208,10 +210,11 @@ def _inputs(args, *, with_images: bool = False) -> Extracted:
     if args.checkpoint:
         if args.embeddings or args.labels:
             raise ValueError("give either --checkpoint or --embeddings/--labels, not both")
-        return extract(args.checkpoint, args.split, device=args.device, progress=True)
+        return extract(args.checkpoint, args.split, device=args.device, progress=True,
+                       data_root=args.data_root)
     if not (args.embeddings and args.labels):
         raise ValueError("give --checkpoint CKPT, or both --embeddings E.npy and --labels L.npy")
-    return load_extracted(args.embeddings, args.labels, with_images=with_images)
+    return load_extracted(args.embeddings, args.labels, with_images=with_images, data_root=args.data_root)
 
 
 def _add_input_args(p: argparse.ArgumentParser, embeddings: bool = True) -> None:
@@ -223,6 +226,7 @@ def _add_input_args(p: argparse.ArgumentParser, embeddings: bool = True) -> None
     p.add_argument("--split", default="test", choices=sorted(SPLITS),
                    help="which split to embed (test = eval = the protocol's evaluation split)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--data-root", help="dataset folder, if it moved since training")
 
 
 def format_table(metrics: dict) -> str:
@@ -285,7 +289,7 @@ def _cmd_tsne(args) -> int:
 def _cmd_retrieval(args) -> int:
     from clusterloss.viz.retrieval_grid import retrieval_grid
 
-    ex = extract(args.checkpoint, args.split, device=args.device, progress=True)
+    ex = extract(args.checkpoint, args.split, device=args.device, progress=True, data_root=args.data_root)
     out = retrieval_grid(ex.embeddings, ex.labels, ex.images, args.out, n_queries=args.queries, k=args.k,
                          class_names=ex.class_names, seed=args.seed,
                          title=_title(ex.meta, "retrieval", _quick_metrics(ex)))
@@ -295,7 +299,8 @@ def _cmd_retrieval(args) -> int:
 
 def _cmd_report(args) -> int:
     metrics = analyze_run(args.run_dir, args.checkpoint, split=args.split, tsne=not args.no_tsne,
-                          tsne_images=args.tsne_images, device=args.device, progress=True)
+                          tsne_images=args.tsne_images, device=args.device, progress=True,
+                          data_root=args.data_root)
     print(format_table(metrics))
     print(f"wrote {Path(args.run_dir) / 'report.html'}")
     return 0
@@ -308,7 +313,6 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's eval.batch_size")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
-    p.add_argument("--data-root", help="dataset folder, if it moved since training")
     p.set_defaults(func=_cmd_extract)
 
     p = subparsers.add_parser("evaluate", help="NMI, AMI, Recall@K, Precision@1, R-Precision, MAP@R")
@@ -343,5 +347,6 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE map (the slowest part)")
     p.add_argument("--tsne-images", action="store_true", help="t-SNE map with image thumbnails")
+    p.add_argument("--data-root", help="dataset folder, if it moved since training")
     p.set_defaults(func=_cmd_report)
 
