@@ -39,6 +39,7 @@ small ops, so :func:`facility_location_search` hands CPU tensors to the compiled
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import warnings
 from dataclasses import dataclass
@@ -304,13 +305,15 @@ def pam_refine(
 
 @functools.lru_cache(maxsize=1)
 def compiled_search_available() -> bool:
-    """Whether the compiled CPU search can be used here: numba imports (checked once per process)."""
+    """Whether the compiled CPU search can be used here: numba and the kernel module import (checked once
+    per process; numba refuses to import a kernel it has nowhere to cache — set ``NUMBA_CACHE_DIR``)."""
     try:
-        import numba  # noqa: F401
-    except ImportError as err:
+        importlib.import_module("clusterloss.losses.facility_search_kernel")
+    except (ImportError, RuntimeError) as err:
         if importlib.util.find_spec("numba") is not None:
-            warnings.warn(f"numba is installed but does not import ({err}); the facility-location loss uses "
-                          "the slower tensor search on CPU", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"numba is installed but the compiled search does not load ({err}); the "
+                          "facility-location loss uses the slower tensor search on CPU", RuntimeWarning,
+                          stacklevel=2)
         return False
     return True
 
