@@ -65,6 +65,24 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
+def test_atomic_text_write_replaces_whole_files_and_keeps_the_old_one_on_failure(tmp_path):
+    from clusterloss.checkpoint import atomic_write_text
+
+    path = tmp_path / "metrics.json"
+    atomic_write_text(path, "first\n")
+    atomic_write_text(path, "second\n")
+    assert path.read_text() == "second\n"
+
+    class Unencodable(str):
+        def encode(self, *args):
+            raise UnicodeEncodeError("utf-8", "x", 0, 1, "refused")
+
+    with pytest.raises(UnicodeEncodeError):
+        atomic_write_text(path, Unencodable("third"))
+    assert path.read_text() == "second\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
 def test_unsafe_objects_are_refused(tmp_path):
     import datetime
 

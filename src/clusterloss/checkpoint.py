@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from torch import nn
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, rename, fsync folder.
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` atomically: ``write`` fills a temp file in the same folder, fsync, rename.
 
     A crash at any moment leaves either the previous file or the new one, never a torn file.
     """
@@ -30,7 +31,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -38,6 +39,16 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically (never a torn file, whenever the process dies)."""
+    _atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace the text file ``path`` atomically (metrics, run summaries)."""
+    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
     except OSError:  # some filesystems/platforms cannot open folders; the rename itself is still atomic

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 import yaml
 
+from .checkpoint import atomic_write_text
 from .config import Config, load_config
 from .viz.comparison import metric_label
 
@@ -45,9 +45,7 @@ def find_config(name_or_path: str | Path) -> Path:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def check_same_settings(run_dir: Path, config: Config) -> None:

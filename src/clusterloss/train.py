@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -26,7 +25,14 @@ import torch.distributed as dist
 from torch import nn
 
 from . import distributed
-from .checkpoint import capture_rng_state, load_backbone, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import (
+    atomic_write_text,
+    capture_rng_state,
+    load_backbone,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from .config import Config, save_config
 from .runtime import resolve_device
 from .schedule import IterationSchedule, build_sgd
@@ -362,9 +368,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             continue
         if isinstance(record, dict) and record.get("step", math.inf) <= step:
             kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def train(config: Config | None, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
