@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clusterloss.checkpoint import atomic_write_text
 from clusterloss.runtime import resolve_device
 
 __all__ = ["Extracted", "extract", "save_extracted", "load_extracted", "analyze_run", "add_subcommands"]
@@ -29,7 +30,8 @@ class Extracted:
     """Embeddings of one split in dataset order.
 
     embeddings: float32 [N, D]; labels: int64 [N]; images: uint8 [N, C, H, W] (None when loaded from .npy
-    without the dataset); class_names: one per class id; meta: dataset, split, protocol, checkpoint, ...
+    without the dataset); class_names: one per class id; meta: dataset, split, protocol, checkpoint, ...;
+    config: the checkpoint's resolved config as a plain dict (None when loaded from .npy).
     """
 
     embeddings: np.ndarray
@@ -39,6 +41,7 @@ class Extracted:
     meta: dict[str, Any]
     coarse_labels: np.ndarray | None = None
     coarse_class_names: list[str] | None = field(default=None)
+    config: dict[str, Any] | None = None
 
 
 def _dataset_for(config, split: str, data_root: str | None):
@@ -99,7 +102,7 @@ def extract(
     return Extracted(embeddings=embeddings.astype(np.float32), labels=dataset.labels.numpy().astype(np.int64),
                      images=dataset.images, class_names=list(dataset.class_names), meta=meta,
                      coarse_labels=None if coarse is None else coarse.numpy(),
-                     coarse_class_names=dataset.coarse_class_names)
+                     coarse_class_names=dataset.coarse_class_names, config=config.to_dict())
 
 
 def save_extracted(extracted: Extracted, out_dir) -> dict[str, Path]:
@@ -163,7 +166,6 @@ def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", ts
     ``tsne=False``), ``retrieval.png``, ``curves.png`` (when ``metrics.jsonl`` exists) and ``report.html``.
     ``checkpoint`` falls back to ``last.pt`` when ``best.pt`` is missing (a run without evaluations).
     """
-    from clusterloss.checkpoint import load_checkpoint
     from clusterloss.metrics import evaluate_embeddings
     from clusterloss.viz.curves import curves
     from clusterloss.viz.report import write_report
@@ -178,11 +180,11 @@ def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", ts
         raise ValueError(f"no checkpoint {ckpt_path}; is {run} a run directory of `clusterloss train`?")
     ex = extract(ckpt_path, split, device=device, progress=progress, data_root=data_root)
     save_extracted(ex, run)
-    config = load_checkpoint(ckpt_path)["config"]
+    config = ex.config
     ev = config.get("eval", {})
     metrics = evaluate_embeddings(ex.embeddings, ex.labels, ks=tuple(ev.get("ks", (1, 2, 4, 8))),
                                   kmeans_seeds=tuple(ev.get("kmeans_seeds", (0, 1, 2))))
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     images = {"tsne": None, "curves": None}
     if tsne:
         images["tsne"] = tsne_map(ex.embeddings, ex.labels, run / "tsne.png", class_names=ex.class_names,
@@ -256,7 +258,7 @@ def _cmd_evaluate(args) -> int:
     print(format_table(metrics))
     out = Path(args.out) if args.out else Path(args.checkpoint or args.embeddings).parent / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

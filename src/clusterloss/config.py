@@ -247,4 +247,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically (a killed run never leaves half a config.yaml)."""
+    from .checkpoint import atomic_write_text  # checkpoint imports torch; config stays light to import
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
