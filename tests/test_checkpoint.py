@@ -82,6 +82,10 @@ def test_atomic_text_write_replaces_whole_files_and_keeps_the_old_one_on_failure
     assert path.read_text() == "second\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # atomic files get the same permissions as any file the user writes
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
 
 def test_unsafe_objects_are_refused(tmp_path):
     import datetime

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,9 +28,12 @@ def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A fresh name opened with "x" (not mkstemp, whose files are private): the file gets the permissions
+    # the user's umask gives any other output file.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    handle = open(tmp, "xb")  # outside the try: if this fails there is nothing to clean up
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
