@@ -142,6 +142,7 @@ def test_without_numba_auto_falls_back_to_the_tensor_search_and_compiled_says_wh
 
 def test_a_compiled_search_that_does_not_load_warns_once_and_the_loss_still_works(monkeypatch):
     import sys
+    import warnings
 
     from clusterloss.losses import facility_search
 
@@ -151,7 +152,9 @@ def test_a_compiled_search_that_does_not_load_warns_once_and_the_loss_still_work
     try:
         with pytest.warns(RuntimeWarning, match="does not load"):
             assert not facility_search.compiled_search_available()
-        loss = facility_location_loss(torch.randn(8, 3), torch.arange(8) % 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the answer is cached: no second warning
+            loss = facility_location_loss(torch.randn(8, 3), torch.arange(8) % 2)
         assert torch.isfinite(loss)
     finally:
         facility_search.compiled_search_available.cache_clear()
