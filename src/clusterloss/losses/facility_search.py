@@ -342,8 +342,11 @@ def _compiled_search(dist, scorer: CandidateScorer, num_classes: int, pam_iterat
         scorer.f.numpy(), scorer.h.numpy(), float(scorer.sum_f_rows), float(scorer.sum_sq_rows),
     )
     greedy = kernel.greedy_search(d, d_t, *args, TIE_RTOL, _PRUNE_RTOL)
-    final = kernel.pam_refine(d, d_t, *args, greedy, pam_iterations, TIE_RTOL) if pam_iterations else greedy
-    return SearchResult(greedy_medoids=torch.from_numpy(greedy), medoids=torch.from_numpy(final.copy()))
+    if pam_iterations:
+        final = kernel.pam_refine(d, d_t, *args, greedy, pam_iterations, TIE_RTOL)  # a new array
+    else:
+        final = greedy.copy()  # the two results must not share memory
+    return SearchResult(greedy_medoids=torch.from_numpy(greedy), medoids=torch.from_numpy(final))
 
 
 def facility_location_search(
