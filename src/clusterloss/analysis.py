@@ -19,6 +19,7 @@ import torch
 
 from clusterloss.checkpoint import atomic_write_text
 from clusterloss.runtime import resolve_device
+from clusterloss.validation import check_embeddings, check_labels
 
 __all__ = ["Extracted", "extract", "save_extracted", "load_extracted", "analyze_run", "add_subcommands"]
 
@@ -117,14 +118,28 @@ def save_extracted(extracted: Extracted, out_dir) -> dict[str, Path]:
     return paths
 
 
+def _load_npy(path, what: str) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found (or not a file); pass a .npy written by "
+                                "`clusterloss extract` or numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{what} {path} is not a readable .npy array ({err}); write it with "
+                         "numpy.save") from err
+
+
 def load_extracted(embeddings_path, labels_path, *, with_images: bool = False,
                    data_root: str | None = None) -> Extracted:
     """Read ``.npy`` embeddings and labels; with ``with_images``, reload the split's images (and class names)
     from the dataset named in the ``embeddings.json`` beside the embeddings."""
-    emb = np.load(embeddings_path, allow_pickle=False)
-    labels = np.load(labels_path, allow_pickle=False)
+    emb = _load_npy(embeddings_path, "--embeddings")
+    labels = _load_npy(labels_path, "--labels")
     if emb.ndim != 2 or labels.ndim != 1 or len(emb) != len(labels):
         raise ValueError(f"expected embeddings [N, D] and labels [N], got {emb.shape} and {labels.shape}")
+    emb = check_embeddings(emb, name=f"embeddings in {embeddings_path}").numpy()
+    labels = check_labels(labels, len(emb), name=f"labels in {labels_path}").numpy()
     meta_path = Path(embeddings_path).with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     out = Extracted(embeddings=emb.astype(np.float32), labels=labels.astype(np.int64), images=None,
@@ -232,12 +247,16 @@ def _add_input_args(p: argparse.ArgumentParser, embeddings: bool = True) -> None
 
 
 def format_table(metrics: dict) -> str:
-    rows = [(k, v) for k, v in metrics.items() if not k.endswith("_std")]
+    undefined = metrics.get("undefined") or {}
+    rows = [(k, v) for k, v in metrics.items() if not k.endswith("_std") and k != "undefined"]
     width = max(len(k) for k, _ in rows)
     lines = []
     for key, value in rows:
         std = metrics.get(f"{key}_std")
-        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        if value is None:
+            text = f"undefined ({undefined.get(key, 'no value')})"
+        else:
+            text = f"{value:.4f}" if isinstance(value, float) else str(value)
         lines.append(f"{key:<{width}}  {text}" + (f" ± {std:.4f}" if std is not None else ""))
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ import torch
 
 from clusterloss.metrics import partition_scores
 from clusterloss.metrics.retrieval import faiss_threads
+from clusterloss.validation import check_embeddings, check_labels
 
 try:
     import faiss
@@ -29,15 +30,8 @@ KMEANS_BACKENDS = ("auto", "faiss", "sklearn")
 
 
 def _as_points(embeddings) -> np.ndarray:
-    x = embeddings.detach().cpu().float().numpy() if torch.is_tensor(embeddings) else np.asarray(embeddings)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D [N, D], got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"embeddings must be floating point, got {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError("embeddings contain NaN or Inf; check the model output (e.g. a diverged run)")
-    return x
+    x = check_embeddings(embeddings)
+    return np.ascontiguousarray(x.detach().cpu().float().numpy(), dtype=np.float32)
 
 
 def kmeans(embeddings, num_clusters: int, *, seed: int = 0, backend: str = "auto", iterations: int = 20):
@@ -91,10 +85,7 @@ def clustering_scores(
         {"nmi", "nmi_std", "ami", "ami_std"} as floats.
     """
     x = _as_points(embeddings)
-    y = labels.detach().cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
-    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"labels must be 1-D with one entry per embedding ({x.shape[0]}), got {y.shape}")
+    y = check_labels(labels, x.shape[0]).cpu().numpy()
     if len(seeds) == 0:
         raise ValueError("seeds must hold at least one k-means seed, e.g. (0, 1, 2)")
     k = len(np.unique(y)) if num_clusters is None else int(num_clusters)

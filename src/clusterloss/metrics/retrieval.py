@@ -39,6 +39,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from clusterloss.validation import check_embeddings, check_labels
+
 try:  # faiss is optional (pip install faiss-cpu); the torch backend gives the same answers.
     import faiss
 except ImportError:  # pragma: no cover - exercised only where faiss is absent
@@ -97,30 +99,15 @@ def faiss_threads(threads: int | None = None):
 
 
 def _as_float_tensor(embeddings) -> torch.Tensor:
-    x = torch.as_tensor(embeddings)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D [N, D], got shape {tuple(x.shape)}")
+    x = check_embeddings(embeddings)
     if x.shape[0] < 2:
         raise ValueError(f"need at least 2 samples to retrieve neighbours, got {x.shape[0]}")
-    if not torch.is_floating_point(x):
-        raise ValueError(f"embeddings must be floating point, got {x.dtype}; cast with .float()")
-    x = x.detach().float().contiguous()
-    if not torch.isfinite(x).all():
-        raise ValueError("embeddings contain NaN or Inf; check the model output (e.g. a diverged run)")
-    return x
+    return x.detach().float().contiguous()
 
 
 def _as_label_ids(labels, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels (any integer ids) -> (dense ids [N] int64 in 0..C-1, class sizes [C])."""
-    y = torch.as_tensor(labels)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"labels must be 1-D with one entry per embedding ({n}), got shape {tuple(y.shape)}")
-    if torch.is_floating_point(y) or y.dtype == torch.bool:
-        if torch.is_floating_point(y) and not torch.equal(y, y.round()):
-            raise ValueError("labels must be integer class ids, got non-integer floats")
-        y = y.long()
+    y = check_labels(labels, n)
     _, ids, counts = torch.unique(y.to(device), return_inverse=True, return_counts=True)
     return ids.long(), counts
 
