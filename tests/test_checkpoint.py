@@ -66,7 +66,7 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monke
 
 
 def test_atomic_text_write_replaces_whole_files_and_keeps_the_old_one_on_failure(tmp_path):
-    from clusterloss.checkpoint import atomic_write_text
+    from clusterloss.utils.files import atomic_write_text
 
     path = tmp_path / "metrics.json"
     atomic_write_text(path, "first\n")

@@ -6,7 +6,7 @@ from clusterloss.cli import COMMAND_MODULES, build_parser, main
 
 
 def test_train_is_registered_and_needs_a_config_or_a_run_to_resume(capsys):
-    assert "clusterloss.train" in COMMAND_MODULES
+    assert "clusterloss.train_cli" in COMMAND_MODULES
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train"])
     args = build_parser().parse_args(["train", "--config", "c.yaml", "--set", "train.epochs=3", "--set",

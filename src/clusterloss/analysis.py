@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clusterloss.checkpoint import atomic_write_text
-from clusterloss.runtime import resolve_device
+from clusterloss.utils.devices import resolve_device
+from clusterloss.utils.files import atomic_write_text
 from clusterloss.validation import check_embeddings, check_labels
 
 __all__ = ["Extracted", "extract", "save_extracted", "load_extracted", "analyze_run", "add_subcommands"]
@@ -74,7 +74,7 @@ def extract(
         data_root: dataset folder if it moved since training (default: the config's ``data.root``).
     """
     from clusterloss.checkpoint import load_checkpoint, model_from_checkpoint
-    from clusterloss.models.inference import embed_dataset
+    from clusterloss.inference import embed_dataset
 
     path = Path(checkpoint_path)
     if not path.exists():

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, ``weights_only=True`` loads, RNG capture, and rebuilding a model from a file.
+"""Checkpoints: atomic saves, ``weights_only=True`` loads, RNG capture, and rebuilding a model from a file.
 
 A checkpoint is a plain dict (see docs/design.md): ``model`` (state_dict), ``optimizer``, ``scheduler``,
 ``sampler``, ``rng``, ``loss``, ``config`` (plain dict), ``epoch``, ``step``, plus ``in_channels`` and
@@ -9,57 +9,22 @@ Everything in it is a tensor, dict, list, number, string, bool or None, so
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-
-def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` atomically: ``write`` fills a temp file in the same folder, fsync, rename.
-
-    A crash at any moment leaves either the previous file or the new one, never a torn file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name opened with "x" (not mkstemp, whose files are private): the file gets the permissions
-    # the user's umask gives any other output file.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    handle = open(tmp, "xb")  # outside the try: if this fails there is nothing to clean up
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from .config import Config
+from .models import build_model
+from .utils.files import atomic_write
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically (never a torn file, whenever the process dies)."""
-    _atomic_write(path, lambda handle: torch.save(state, handle))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace the text file ``path`` atomically (metrics, run summaries)."""
-    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # some filesystems/platforms cannot open folders; the rename itself is still atomic
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -107,9 +72,6 @@ def _in_channels(ckpt: dict[str, Any]) -> int:
 
 def model_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> tuple[nn.Module, Any]:
     """Rebuild the trained model (eval mode, on CPU) and its ``Config`` from a checkpoint dict or path."""
-    from .config import Config
-    from .models import build_model
-
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     if "config" not in ckpt or "model" not in ckpt:

@@ -11,7 +11,7 @@ import sys
 
 # Command modules, in the order their commands appear in --help. Each defines add_subcommands(subparsers).
 COMMAND_MODULES = [
-    "clusterloss.train",
+    "clusterloss.train_cli",  # train
     "clusterloss.analysis",      # extract / evaluate / tsne / retrieval / report
     "clusterloss.experiments",   # quickstart / compare
 ]

@@ -21,9 +21,8 @@ from typing import Any
 import torch
 import yaml
 
-from .checkpoint import atomic_write_text
 from .config import Config, load_config
-from .viz.comparison import metric_label
+from .utils.files import atomic_write_text
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TABLE_METRICS = ("nmi", "recall@1", "recall@2", "recall@4", "recall@8", "map@r")
@@ -76,9 +75,9 @@ def reference_metrics(config: Config) -> dict[str, dict[str, float]]:
     """Metrics of raw pixels and of the untrained network (same seed as the run) on the evaluation split."""
     from .data.augment import normalize
     from .data.protocols import splits_from_config
+    from .inference import embed_dataset
     from .metrics.evaluate import evaluate_embeddings
     from .models import build_model
-    from .models.inference import embed_dataset
 
     ev = config.eval
     splits = splits_from_config(config.data)
@@ -95,6 +94,8 @@ def reference_metrics(config: Config) -> dict[str, dict[str, float]]:
 
 def comparison_table(rows: dict[str, dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
     """A Markdown table, one row per entry; a value is a float, or a (mean, std) pair shown as mean ± std."""
+    from .viz.comparison import metric_label  # loads matplotlib: not at import, so the CLI parser stays light
+
     def cell(value: Any) -> str:
         if isinstance(value, (tuple, list)):
             return f"{100 * value[0]:.2f} ± {100 * value[1]:.2f}"
@@ -227,6 +228,15 @@ def _run_quickstart(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    if args.protocol:  # the fair protocol (issue 13): tune on validation classes, then seeds on unseen ones
+        from .comparison.protocol import run_protocol  # scipy + matplotlib: loaded only for this command
+
+        phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+        only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+        run_protocol(args.protocol, args.out, args.results, phases=phases, only=only)
+        return 0
+    if not args.config:
+        raise ValueError("compare needs --config FILE (plain comparison) or --protocol FILE (fair protocol)")
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     compare(args.config, losses, args.seeds, args.out, args.set, args.per_loss)
     return 0
@@ -241,10 +251,17 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_quickstart)
 
     p = subparsers.add_parser("compare", help="train several losses under one config and tabulate them")
-    p.add_argument("--config", required=True, help="YAML config (path, or a name from configs/)")
+    p.add_argument("--config", default=None, help="YAML config (path, or a name from configs/)")
+    p.add_argument("--protocol", default=None, metavar="FILE",
+                   help="fair protocol file (configs/compare/*.yaml): tune every loss with the same number "
+                        "of trials on validation classes, then final seeds on the unseen classes")
+    p.add_argument("--phases", default="tune,final,sweeps", help="with --protocol: phases to run now")
+    p.add_argument("--only", default=None, help="with --protocol: comma-separated entries to run")
+    p.add_argument("--results", default=None, help="with --protocol: summary folder (default results/<name>)")
     p.add_argument("--losses", default=",".join(DEFAULT_LOSSES), help="comma-separated loss names")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per loss (default 3)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/compare/<config name>)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/compare/<config name>; with "
+                                                "--protocol runs/evidence/<name>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every run, e.g. train.epochs=10")
     p.add_argument("--per-loss", action="append", default=[], metavar="LOSS:KEY=VALUE",

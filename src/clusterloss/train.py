@@ -26,7 +26,6 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import (
-    atomic_write_text,
     capture_rng_state,
     load_backbone,
     load_checkpoint,
@@ -34,9 +33,9 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config, save_config
-from .runtime import resolve_device
 from .schedule import IterationSchedule, build_sgd
-from .train_cli import add_subcommands  # noqa: F401  (the `clusterloss train` command)
+from .utils.devices import resolve_device
+from .utils.files import atomic_write_text
 
 
 class NonFiniteError(RuntimeError):
@@ -244,7 +243,7 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------------------
     def embed_eval_split(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings [N, D] (float32, CPU) of the eval split in dataset order, and its labels [N]."""
-        from .models.inference import embed_dataset
+        from .inference import embed_dataset
 
         embeddings = embed_dataset(self.model, self.splits.eval, self.splits.mean, self.splits.std,
                                    batch_size=self.config.eval.batch_size, device=self.device,

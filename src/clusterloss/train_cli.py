@@ -8,6 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+from .checkpoint import load_checkpoint
+from .config import Config, apply_overrides, load_config
+from .distributed import is_main_process
+from .train import NonFiniteError, TrainingInterrupted, train
+
 
 def add_subcommands(subparsers) -> None:
     p = subparsers.add_parser(
@@ -26,11 +31,6 @@ def add_subcommands(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .config import Config, apply_overrides, load_config
-    from .distributed import is_main_process
-    from .train import NonFiniteError, TrainingInterrupted, train
-
     overrides = list(args.overrides)
     if args.init_from:
         if args.resume:

@@ -13,7 +13,7 @@ import torch
 
 from clusterloss.data.augment import apply_affine, normalization_affine, random_crop_flip
 from clusterloss.data.dataset import ImageDataset
-from clusterloss.runtime import torch_threads
+from clusterloss.utils.threads import torch_threads
 
 __all__ = ["DeviceBatchLoader", "iterate_in_order"]
 

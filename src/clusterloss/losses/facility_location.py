@@ -31,7 +31,7 @@ from clusterloss.losses.facility_search import (
     pairwise_distances,
 )
 from clusterloss.metrics.partition_scores import contingency_statistics, scores_from_statistics
-from clusterloss.runtime import torch_threads
+from clusterloss.utils.threads import torch_threads
 
 
 def _validate(embeddings, labels, margin_multiplier, margin_type, pam_iterations, search) -> torch.Tensor:

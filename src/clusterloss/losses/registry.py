@@ -13,19 +13,17 @@ from collections.abc import Callable
 from torch import nn
 
 from .. import distributed
-from . import baselines
+from .facility_location import FacilityLocationLoss
 
 
 class GlobalBatchFacilityLocation(nn.Module):
     """The facility-location loss computed on the all-gathered global batch under DDP (identity otherwise)."""
 
-    def __init__(self, margin_multiplier: float = 1.0, margin_type: str = "nmi", pam_iterations: int = 5,
-                 **options) -> None:
+    def __init__(self, margin_multiplier: float = 1.0, margin_type: str = "nmi",
+                 pam_iterations: int = 5) -> None:
         super().__init__()
-        from .facility_location import FacilityLocationLoss  # another module of the package; built separately
-
         self.loss = FacilityLocationLoss(margin_multiplier=margin_multiplier, margin_type=margin_type,
-                                         pam_iterations=pam_iterations, **options)
+                                         pam_iterations=pam_iterations)
 
     def forward(self, embeddings, labels):
         labels = labels.reshape(-1)
@@ -36,21 +34,29 @@ def _facility_location(num_classes: int, embedding_dim: int, **options) -> nn.Mo
     return GlobalBatchFacilityLocation(**options)
 
 
-def _without_sizes(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+def _baseline(name: str, sizes: bool = False) -> Callable[..., nn.Module]:
+    """Builder of ``baselines.<name>``; ``sizes``: it takes ``num_classes`` and ``embedding_dim`` too."""
+
     def build(num_classes: int, embedding_dim: int, **options) -> nn.Module:
+        # pytorch-metric-learning takes ~1.5 s to import: loaded only when a baseline is built
+        from . import baselines
+        factory = getattr(baselines, name)
+        if sizes:
+            return factory(num_classes=num_classes, embedding_dim=embedding_dim, **options)
         return factory(**options)
-    build.__doc__ = factory.__doc__
+
+    build.__name__ = name
     return build
 
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {
     "facility_location": _facility_location,
-    "triplet_semihard": _without_sizes(baselines.triplet_semihard),
-    "lifted_structure": _without_sizes(baselines.lifted_structure),
-    "npairs": _without_sizes(baselines.npairs),
-    "contrastive": _without_sizes(baselines.contrastive),
-    "multi_similarity": _without_sizes(baselines.multi_similarity),
-    "proxy_anchor": baselines.proxy_anchor,
+    "triplet_semihard": _baseline("triplet_semihard"),
+    "lifted_structure": _baseline("lifted_structure"),
+    "npairs": _baseline("npairs"),
+    "contrastive": _baseline("contrastive"),
+    "multi_similarity": _baseline("multi_similarity"),
+    "proxy_anchor": _baseline("proxy_anchor", sizes=True),
 }
 
 

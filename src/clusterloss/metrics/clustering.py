@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from clusterloss.metrics import partition_scores
-from clusterloss.metrics.retrieval import faiss_threads
+from clusterloss.utils.threads import faiss_threads
 from clusterloss.validation import check_embeddings, check_labels
 
 try:

@@ -33,12 +33,11 @@ per-query scores at once, so memory is O(chunk * N) for the torch backend and O(
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterator, Sequence
 
 import torch
 
+from clusterloss.utils.threads import faiss_threads
 from clusterloss.validation import check_embeddings, check_labels
 
 try:  # faiss is optional (pip install faiss-cpu); the torch backend gives the same answers.
@@ -48,8 +47,6 @@ except ImportError:  # pragma: no cover - exercised only where faiss is absent
 
 __all__ = [
     "BACKENDS",
-    "faiss_threads",
-    "idle_cores",
     "iter_knn",
     "nearest_neighbors",
     "retrieval_metrics",
@@ -62,40 +59,6 @@ __all__ = [
 BACKENDS = ("auto", "faiss", "torch")
 # Bytes of scratch memory one query chunk may use (distance block for torch, top-k lists for faiss).
 _CHUNK_BYTES = 256 * 2**20
-
-
-def idle_cores() -> int:
-    """Cores not already busy: cpu count minus the 1-minute load average, plus one for the caller; >= 1.
-
-    ``$CLUSTERLOSS_THREADS`` overrides it. On a shared machine, OpenMP-style libraries (faiss, openTSNE)
-    run faster with this many threads than with all cores, whose barrier spinning stalls on busy CPUs.
-    """
-    env = os.environ.get("CLUSTERLOSS_THREADS")
-    if env:
-        return max(1, int(env))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, round((os.cpu_count() or 1) - load + 1))
-
-
-@contextlib.contextmanager
-def faiss_threads(threads: int | None = None):
-    """Run the enclosed faiss calls with ``threads`` OpenMP threads, then restore the previous setting.
-
-    Default: :func:`idle_cores`. faiss's OpenMP threads spin at barriers, so on a shared machine one
-    descheduled thread stalls the rest: k-means of 10,000 points took 1.2 s with 2 threads and 0.05 s
-    with 1 on 2 cores at load 4.
-    """
-    if faiss is None:
-        yield
-        return
-    previous = faiss.omp_get_max_threads()
-    if threads is None:
-        threads = idle_cores()
-    faiss.omp_set_num_threads(max(1, min(int(threads), previous)))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
 
 
 def _as_float_tensor(embeddings) -> torch.Tensor:

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from clusterloss.metrics.retrieval import idle_cores  # noqa: E402
+from clusterloss.utils.threads import idle_cores  # noqa: E402
 
 __all__ = ["embed_2d", "class_colors", "plot_tsne", "tsne_map"]
 
@@ -32,7 +32,7 @@ def embed_2d(embeddings, *, seed: int = 0, perplexity: float = 30.0, backend: st
              n_jobs: int | None = None) -> np.ndarray:
     """t-SNE of ``embeddings`` [N, D] -> [N, 2] float32 (row i is sample i); PCA init, fixed seed.
 
-    ``n_jobs`` defaults to the idle cores (:func:`clusterloss.metrics.retrieval.idle_cores`) from 5,000
+    ``n_jobs`` defaults to the idle cores (:func:`clusterloss.utils.threads.idle_cores`) from 5,000
     points up and to 1 below, where thread start-up and spinning cost far more than they save (60 points:
     0.3 s vs 6 s on 2 loaded cores; 10,000 points at load 4.7 on 2 cores: 51 s with 1 thread, 65 s with 2).
     """

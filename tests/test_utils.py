@@ -1,6 +1,6 @@
 import torch
 
-from clusterloss.runtime import torch_threads
+from clusterloss.utils.threads import torch_threads
 
 
 def test_torch_threads_sets_and_restores():
@@ -25,7 +25,7 @@ def test_torch_threads_restores_after_an_error():
 def test_resolve_device():
     import pytest
 
-    from clusterloss.runtime import resolve_device
+    from clusterloss.utils.devices import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -3,8 +3,8 @@ import torch
 
 from clusterloss.data import load_dataset
 from clusterloss.data.augment import normalize
+from clusterloss.inference import embed_dataset
 from clusterloss.models import build_model
-from clusterloss.models.inference import embed_dataset
 
 
 @pytest.fixture(scope="module")

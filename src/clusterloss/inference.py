@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..data.dataset import ImageDataset
-from ..data.loader import iterate_in_order
+from .data.dataset import ImageDataset
+from .data.loader import iterate_in_order
 
 
 @torch.no_grad()

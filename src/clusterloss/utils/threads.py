@@ -1,0 +1,63 @@
+"""CPU thread counts: torch's intra-op threads, and the OpenMP threads of faiss (and openTSNE) when shared."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run torch CPU ops on ``count`` threads inside the block (None: leave the setting alone).
+
+    Many tiny ops gain nothing from threads, and on a busy machine every parallel region can wait for a
+    descheduled worker (measured here: the loss at B=32 took 90-200 ms with 2 threads, 7 ms with one).
+    """
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def idle_cores() -> int:
+    """Cores not already busy: cpu count minus the 1-minute load average, plus one for the caller; >= 1.
+
+    ``$CLUSTERLOSS_THREADS`` overrides it. On a shared machine, OpenMP-style libraries (faiss, openTSNE)
+    run faster with this many threads than with all cores, whose barrier spinning stalls on busy CPUs.
+    """
+    env = os.environ.get("CLUSTERLOSS_THREADS")
+    if env:
+        return max(1, int(env))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, round((os.cpu_count() or 1) - load + 1))
+
+
+@contextlib.contextmanager
+def faiss_threads(threads: int | None = None) -> Iterator[None]:
+    """Run the enclosed faiss calls with ``threads`` OpenMP threads, then restore the previous setting.
+
+    Default: :func:`idle_cores`. faiss's OpenMP threads spin at barriers, so on a shared machine one
+    descheduled thread stalls the rest: k-means of 10,000 points took 1.2 s with 2 threads and 0.05 s
+    with 1 on 2 cores at load 4. Without faiss installed the block just runs.
+    """
+    try:  # faiss is optional and heavy: imported only by the callers that use it
+        import faiss
+    except ImportError:  # pragma: no cover - exercised only where faiss is absent
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    if threads is None:
+        threads = idle_cores()
+    faiss.omp_set_num_threads(max(1, min(int(threads), previous)))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
