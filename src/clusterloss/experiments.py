@@ -228,6 +228,15 @@ def _run_quickstart(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    if args.protocol:  # the fair protocol (issue 13): tune on validation classes, then seeds on unseen ones
+        from .comparison.protocol import run_protocol  # scipy + matplotlib: loaded only for this command
+
+        phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+        only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+        run_protocol(args.protocol, args.out, args.results, phases=phases, only=only)
+        return 0
+    if not args.config:
+        raise ValueError("compare needs --config FILE (plain comparison) or --protocol FILE (fair protocol)")
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     compare(args.config, losses, args.seeds, args.out, args.set, args.per_loss)
     return 0
@@ -242,10 +251,17 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_quickstart)
 
     p = subparsers.add_parser("compare", help="train several losses under one config and tabulate them")
-    p.add_argument("--config", required=True, help="YAML config (path, or a name from configs/)")
+    p.add_argument("--config", default=None, help="YAML config (path, or a name from configs/)")
+    p.add_argument("--protocol", default=None, metavar="FILE",
+                   help="fair protocol file (configs/compare/*.yaml): tune every loss with the same number "
+                        "of trials on validation classes, then final seeds on the unseen classes")
+    p.add_argument("--phases", default="tune,final,sweeps", help="with --protocol: phases to run now")
+    p.add_argument("--only", default=None, help="with --protocol: comma-separated entries to run")
+    p.add_argument("--results", default=None, help="with --protocol: summary folder (default results/<name>)")
     p.add_argument("--losses", default=",".join(DEFAULT_LOSSES), help="comma-separated loss names")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per loss (default 3)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/compare/<config name>)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/compare/<config name>; with "
+                                                "--protocol runs/evidence/<name>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every run, e.g. train.epochs=10")
     p.add_argument("--per-loss", action="append", default=[], metavar="LOSS:KEY=VALUE",
