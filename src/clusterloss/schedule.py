@@ -1,4 +1,5 @@
-"""SGD with Nesterov momentum and the learning-rate schedules, stepped once per iteration.
+"""Optimizers (SGD with Nesterov momentum, Adam, AdamW; a separate head lr) and the learning-rate schedules,
+stepped once per iteration.
 
 The schedule is a pure function of the global step (``lr_factor``), so resuming restores it exactly from the
 step count alone. Milestones are fractions of the run: ``[0.5, 0.75]`` of 100 epochs divides the lr by 10 at
@@ -74,26 +75,69 @@ def _is_no_decay(name: str, param: nn.Parameter, module_types: dict[str, type]) 
                                                                        nn.modules.batchnorm._NormBase)
 
 
+def param_groups(model: nn.Module, loss: nn.Module, lr: float, weight_decay: float = 1e-4,
+                 no_decay_bn_bias: bool = False, loss_lr_multiplier: float = 1.0,
+                 head_lr_multiplier: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups, in a fixed order (so optimizer state loads back).
+
+    ``model`` (trainable parameters only: a frozen backbone has none), split off ``head.*`` at
+    ``lr * head_lr_multiplier`` when that is not 1; with ``no_decay_bn_bias`` BatchNorm weights/biases and
+    all biases go to groups without weight decay; the loss's own parameters (e.g. proxies) at
+    ``lr * loss_lr_multiplier``, no decay. Each group carries ``base_lr`` for ``IterationSchedule``.
+    """
+    module_types = {name: type(m) for name, m in model.named_modules()}
+    split_head = head_lr_multiplier != 1.0
+    buckets: dict[str, list[nn.Parameter]] = {"model": [], "model_no_decay": [], "head": [], "head_no_decay": []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            part = "head" if split_head and name.startswith("head.") else "model"
+            exempt = no_decay_bn_bias and _is_no_decay(name, param, module_types)
+            buckets[part + ("_no_decay" if exempt else "")].append(param)
+    groups: list[dict] = []
+    for name, params in buckets.items():
+        if params or name == "model":
+            head = name.startswith("head")
+            groups.append({"params": params, "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay,
+                           "base_lr": lr * (head_lr_multiplier if head else 1.0), "name": name})
+    if not groups[0]["params"]:  # everything trainable went to the head groups
+        groups.pop(0)
+    loss_params: Iterable[nn.Parameter] = [p for p in loss.parameters() if p.requires_grad]
+    if loss_params:
+        groups.append({"params": list(loss_params), "weight_decay": 0.0, "base_lr": lr * loss_lr_multiplier,
+                       "name": "loss"})
+    if not any(g["params"] for g in groups):
+        raise ValueError("nothing to train: every parameter is frozen (model.freeze_backbone with no head?)")
+    return groups
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def build_optimizer(name: str, model: nn.Module, loss: nn.Module, lr: float, momentum: float = 0.9,
+                    nesterov: bool = True, weight_decay: float = 1e-4, no_decay_bn_bias: bool = False,
+                    loss_lr_multiplier: float = 1.0, head_lr_multiplier: float = 1.0,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    """``sgd`` (``momentum``, ``nesterov``; weight decay as L2), ``adam`` (weight decay as L2, like the
+    original Adam) or ``adamw`` (decoupled weight decay, Loshchilov & Hutter) over ``param_groups(...)``."""
+    groups = param_groups(model, loss, lr, weight_decay, no_decay_bn_bias, loss_lr_multiplier,
+                          head_lr_multiplier)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                               weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; use one of {OPTIMIZERS}")
+
+
 def build_sgd(model: nn.Module, loss: nn.Module, lr: float, momentum: float = 0.9, nesterov: bool = True,
               weight_decay: float = 1e-4, no_decay_bn_bias: bool = False,
-              loss_lr_multiplier: float = 1.0) -> torch.optim.SGD:
+              loss_lr_multiplier: float = 1.0, head_lr_multiplier: float = 1.0) -> torch.optim.SGD:
     """SGD over the model's parameters (and the loss's, e.g. proxies, at ``lr * loss_lr_multiplier``).
 
     With ``no_decay_bn_bias`` BatchNorm weights/biases and all biases go to a group without weight decay.
     Groups carry ``base_lr`` for ``IterationSchedule``. Group order is fixed, so optimizer state loads back.
     """
-    module_types = {name: type(m) for name, m in model.named_modules()}
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            exempt = no_decay_bn_bias and _is_no_decay(name, param, module_types)
-            (no_decay if exempt else decay).append(param)
-    groups: list[dict] = [{"params": decay, "weight_decay": weight_decay, "base_lr": lr, "name": "model"}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "base_lr": lr, "name": "model_no_decay"})
-    loss_params: Iterable[nn.Parameter] = [p for p in loss.parameters() if p.requires_grad]
-    if loss_params:
-        groups.append({"params": list(loss_params), "weight_decay": 0.0, "base_lr": lr * loss_lr_multiplier,
-                       "name": "loss"})
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
-                           weight_decay=weight_decay)
+    return build_optimizer("sgd", model, loss, lr, momentum, nesterov, weight_decay, no_decay_bn_bias,
+                           loss_lr_multiplier, head_lr_multiplier)

@@ -31,10 +31,14 @@ def test_rejects_non_image_input():
         build_model("convnet", in_channels=1)(torch.randn(4, 64))
 
 
+# Models that need options (the pretrained-backbone families: a small member of each, random weights).
+_REGISTRY_OPTIONS = {"timm": {"arch": "resnet18"}, "torchvision": {"arch": "googlenet"}}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_registry_builds_every_model(name):
     in_channels = 1 if name == "convnet" else 3
-    model = build_model(name, embedding_dim=8, in_channels=in_channels).eval()
+    model = build_model(name, embedding_dim=8, in_channels=in_channels, **_REGISTRY_OPTIONS.get(name, {})).eval()
     size = 8 if name == "convnet" else 32
     with torch.no_grad():
         out = model(torch.randn(2, in_channels, size, size).contiguous(memory_format=torch.channels_last))

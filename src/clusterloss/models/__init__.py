@@ -1,7 +1,8 @@
-"""Embedding networks: DenseNet-40, DenseNet-BC-40/100 and a small digits convnet, all ending in the
-BN-ReLU-pool -> Linear -> L2-normalize head."""
+"""Embedding networks: DenseNet-40, DenseNet-BC-40/100 and a small digits convnet (BN-ReLU-pool -> Linear
+-> L2 head), and ImageNet backbones from timm / torchvision (pool -> Linear -> L2 head)."""
 
-from .head import EmbeddingHead, EmbeddingNet
-from .registry import MODELS, build_model
+from .head import EmbeddingHead, EmbeddingNet, PooledEmbeddingHead
+from .registry import MODELS, build_model, build_model_from_config, input_normalization
 
-__all__ = ["MODELS", "EmbeddingHead", "EmbeddingNet", "build_model"]
+__all__ = ["MODELS", "EmbeddingHead", "EmbeddingNet", "PooledEmbeddingHead", "build_model",
+           "build_model_from_config", "input_normalization"]
