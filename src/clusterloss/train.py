@@ -33,7 +33,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config, save_config
-from .schedule import IterationSchedule, build_sgd
+from .schedule import IterationSchedule, build_optimizer
 from .utils.devices import resolve_device
 from .utils.files import atomic_write_text
 
@@ -58,7 +58,7 @@ class Trainer:
         from .data.protocols import splits_from_config
         from .data.sampler import ClassBalancedBatchSampler
         from .losses import build_loss
-        from .models import build_model
+        from .models import build_model_from_config, input_normalization
 
         t = config.train
         self.config, self.run_dir = config, Path(run_dir)
@@ -89,8 +89,13 @@ class Trainer:
                                                  rank=self.rank, world_size=self.world)
         self.augment_rng = torch.Generator(device=device)
         self.augment_rng.manual_seed(t.seed * 1_000_003 + self.rank)
-        self.loader = DeviceBatchLoader(self.splits.train, self.sampler, device, self.splits.mean,
-                                        self.splits.std, augment=d.augment, padding=d.padding,
+        m = config.model
+        # Weights are read here (before the loader) because a pretrained backbone brings its own input
+        # normalization (model.preprocessing), used instead of the training images' statistics.
+        self.model = build_model_from_config(m, in_channels=self.in_channels, load_weights=not resume)
+        self.norm_mean, self.norm_std = input_normalization(self.model, self.splits.mean, self.splits.std)
+        self.loader = DeviceBatchLoader(self.splits.train, self.sampler, device, self.norm_mean,
+                                        self.norm_std, augment=d.augment, padding=d.padding,
                                         generator=self.augment_rng)
         self.steps_per_epoch = len(self.sampler)
         if t.steps_per_epoch is not None:
@@ -100,9 +105,6 @@ class Trainer:
             self.steps_per_epoch = t.steps_per_epoch
         self.total_steps = self.steps_per_epoch * t.epochs
 
-        m = config.model
-        self.model = build_model(m.name, embedding_dim=m.embedding_dim, in_channels=self.in_channels,
-                                 **m.options)
         if t.init_from and not resume:
             load_backbone(self.model, t.init_from)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
@@ -122,8 +124,9 @@ class Trainer:
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.optimizer = build_sgd(self.model, self.loss_fn, t.lr, t.momentum, t.nesterov, t.weight_decay,
-                                   t.no_decay_bn_bias, config.loss.param_lr_multiplier)
+        self.optimizer = build_optimizer(t.optimizer, self.model, self.loss_fn, t.lr, t.momentum, t.nesterov,
+                                         t.weight_decay, t.no_decay_bn_bias, config.loss.param_lr_multiplier,
+                                         t.head_lr_multiplier)
         self.schedule = IterationSchedule(self.optimizer, self.total_steps, t.schedule, t.milestones,
                                           t.lr_decay, round(t.warmup_epochs * self.steps_per_epoch),
                                           t.min_lr / t.lr)
@@ -160,8 +163,8 @@ class Trainer:
             "sampler": self.sampler.state_dict(), "rng": rng, "loss": self.loss_fn.state_dict(),
             "config": self.config.to_dict(), "epoch": self.epoch, "step": self.step,
             "in_channels": self.in_channels, "world_size": self.world, "best": dict(self.best),
-            "data_stats": {"mean": [float(v) for v in self.splits.mean],
-                           "std": [float(v) for v in self.splits.std]},
+            "data_stats": {"mean": [float(v) for v in self.norm_mean],  # the normalization used
+                           "std": [float(v) for v in self.norm_std]},
         }
 
     def save(self, names: tuple[str, ...] = ("last.pt",)) -> None:
@@ -245,7 +248,7 @@ class Trainer:
         """Embeddings [N, D] (float32, CPU) of the eval split in dataset order, and its labels [N]."""
         from .inference import embed_dataset
 
-        embeddings = embed_dataset(self.model, self.splits.eval, self.splits.mean, self.splits.std,
+        embeddings = embed_dataset(self.model, self.splits.eval, self.norm_mean, self.norm_std,
                                    batch_size=self.config.eval.batch_size, device=self.device,
                                    amp_dtype=self.amp_dtype, memory_format=self.memory_format)
         return embeddings, self.splits.eval.labels
