@@ -75,6 +75,7 @@ def extract(
     """
     from clusterloss.checkpoint import load_checkpoint, model_from_checkpoint
     from clusterloss.inference import embed_dataset
+    from clusterloss.models import input_normalization
 
     path = Path(checkpoint_path)
     if not path.exists():
@@ -85,7 +86,8 @@ def extract(
     dev = resolve_device(device)
     model = model.to(dev)
     if len(dataset):
-        embeddings = embed_dataset(model, dataset, splits.mean, splits.std,
+        mean, std = input_normalization(model, splits.mean, splits.std)  # a pretrained backbone's own
+        embeddings = embed_dataset(model, dataset, mean, std,
                                    batch_size=batch_size or config.eval.batch_size, device=dev,
                                    amp_dtype=torch.bfloat16 if bf16 else None, progress=progress).numpy()
     else:

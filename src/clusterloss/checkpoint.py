@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .models import build_model
+from .models import build_model_from_config
 from .utils.files import atomic_write
 
 
@@ -77,8 +77,9 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> tuple[nn.Module,
     if "config" not in ckpt or "model" not in ckpt:
         raise ValueError("not a clusterloss checkpoint: it needs 'config' and 'model' entries")
     config = Config.from_dict(ckpt["config"])
-    model = build_model(config.model.name, embedding_dim=config.model.embedding_dim,
-                        in_channels=_in_channels(ckpt), **config.model.options)
+    # Pretrained weights are not read again (the checkpoint holds the trained ones): only the architecture
+    # and the preprocessing they imply.
+    model = build_model_from_config(config.model, in_channels=_in_channels(ckpt), load_weights=False)
     model.load_state_dict(ckpt["model"])
     return model.eval(), config
 

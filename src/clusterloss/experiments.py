@@ -72,12 +72,17 @@ def check_same_settings(run_dir: Path, config: Config) -> None:
 
 # -- quickstart ------------------------------------------------------------------------------------
 def reference_metrics(config: Config) -> dict[str, dict[str, float]]:
-    """Metrics of raw pixels and of the untrained network (same seed as the run) on the evaluation split."""
+    """Metrics of raw pixels and of the untrained network (same seed as the run) on the evaluation split.
+
+    With a pretrained backbone the network row is "pretrained backbone, untrained head", and a row of the
+    backbone's own pooled features (L2-normalized, no head) is added: what the weights give with no training.
+    """
     from .data.augment import normalize
     from .data.protocols import splits_from_config
     from .inference import embed_dataset
     from .metrics.evaluate import evaluate_embeddings
-    from .models import build_model
+    from .models import build_model_from_config, input_normalization
+    from .models.head import PooledFeatures
 
     ev = config.eval
     splits = splits_from_config(config.data)
@@ -85,11 +90,17 @@ def reference_metrics(config: Config) -> dict[str, dict[str, float]]:
     options = {"ks": tuple(ev.ks), "kmeans_seeds": tuple(ev.kmeans_seeds)}
     pixels = normalize(evaluation.images, splits.mean, splits.std).flatten(1)
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model.name, embedding_dim=config.model.embedding_dim,
-                        in_channels=int(evaluation.images.shape[1]), **config.model.options)
-    untrained = embed_dataset(model, evaluation, splits.mean, splits.std, batch_size=ev.batch_size)
-    return {"raw pixels": evaluate_embeddings(pixels, evaluation.labels, **options),
-            "untrained network": evaluate_embeddings(untrained, evaluation.labels, **options)}
+    model = build_model_from_config(config.model, in_channels=int(evaluation.images.shape[1]))
+    mean, std = input_normalization(model, splits.mean, splits.std)
+    untrained = embed_dataset(model, evaluation, mean, std, batch_size=ev.batch_size)
+    rows = {"raw pixels": evaluate_embeddings(pixels, evaluation.labels, **options)}
+    if getattr(model, "preprocessing", None) is None:
+        rows["untrained network"] = evaluate_embeddings(untrained, evaluation.labels, **options)
+        return rows
+    pooled = embed_dataset(PooledFeatures(model), evaluation, mean, std, batch_size=ev.batch_size)
+    rows["pretrained backbone, pooled features"] = evaluate_embeddings(pooled, evaluation.labels, **options)
+    rows["pretrained backbone, untrained head"] = evaluate_embeddings(untrained, evaluation.labels, **options)
+    return rows
 
 
 def comparison_table(rows: dict[str, dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
