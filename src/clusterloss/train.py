@@ -33,6 +33,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config, save_config
+from .run_lock import run_lock
 from .schedule import IterationSchedule, build_optimizer
 from .utils.devices import resolve_device
 from .utils.files import atomic_write_text
@@ -379,6 +380,13 @@ def train(config: Config | None, run_dir: str | Path, resume: bool = False) -> d
     With ``resume`` and ``config=None`` the configuration stored in the checkpoint is used.
     """
     run_dir = Path(run_dir)
+    if not distributed.is_main_process():  # rank 0 holds the run directory's lock for all ranks
+        return _train_locked(config, run_dir, resume)
+    with run_lock(run_dir, "train --resume" if resume else "train", create=not resume):
+        return _train_locked(config, run_dir, resume)
+
+
+def _train_locked(config: Config | None, run_dir: Path, resume: bool) -> dict[str, Any]:
     if resume:
         last = run_dir / "last.pt"
         if not last.exists():
