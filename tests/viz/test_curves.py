@@ -33,8 +33,26 @@ def test_train_rows_sit_at_fractional_epochs_and_eval_rows_at_epochs():
     np.testing.assert_allclose(y, 1.0 / np.arange(1, 13))
     x, y = nmi_ax.lines[0].get_data()
     np.testing.assert_allclose(x, [1, 2, 3])
-    np.testing.assert_allclose(y, [0.5, 0.6, 0.7])
-    assert "best 0.7000 @ epoch 3" in [t.get_text() for t in nmi_ax.texts]
+    np.testing.assert_allclose(y, [50, 60, 70])  # percent, as the terminal prints them
+    assert "best 70.00 @ epoch 3" in [t.get_text() for t in nmi_ax.texts]
+    assert nmi_ax.lines[0].get_linestyle() == "-"  # three evaluations: a curve
+
+
+def test_fewer_than_three_evaluations_are_points_not_a_line():
+    two = [r for r in rows() if not (r["split"] == "eval" and r["epoch"] == 2)]
+    nmi_ax = plot_curves(two).axes[2]
+    assert nmi_ax.lines[0].get_linestyle() == "None" and nmi_ax.lines[0].get_marker() == "o"
+    np.testing.assert_allclose(nmi_ax.lines[0].get_data()[1], [50, 70])
+
+
+def test_the_star_marks_the_checkpoint_the_report_shows():
+    nmi_ax = plot_curves(rows(), shown=("last.pt", 2)).axes[2]  # not the best epoch (3)
+    assert "last.pt 60.00 @ epoch 2" in [t.get_text() for t in nmi_ax.texts]
+    star = [line for line in nmi_ax.lines if line.get_marker() == "*"]
+    assert len(star) == 1 and list(star[0].get_data()[0]) == [2]
+    # a checkpoint whose epoch had no evaluation: no star rather than a star on another epoch
+    nmi_ax = plot_curves(rows(), shown=("last.pt", 7)).axes[2]
+    assert not [line for line in nmi_ax.lines if line.get_marker() == "*"] and not nmi_ax.texts
 
 
 def test_missing_series_are_reported_in_the_panel(tmp_path):

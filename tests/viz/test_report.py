@@ -38,7 +38,7 @@ def test_report_is_self_contained_and_complete(report_inputs):
     assert len(uris) == 3
     assert Image.open(io.BytesIO(base64.b64decode(uris[1]))).getpixel((5, 5)) == (30, 160, 60)
     assert "run &lt;demo&gt;" in text and "<demo>" not in text  # escaped
-    for needle in ("dataset: digits", "model: convnet (dim 64)", "loss: facility_location", "0.6123 ± 0.0040",
+    for needle in ("dataset: digits", "model: convnet (dim 64)", "loss: facility_location", "61.23 ± 0.40",
                    "MAP@R", "R-Precision", "540", "zero_shot"):
         assert needle in text, needle
     assert not re.search(r'(src|href)="(https?:|file:|/)', text)  # nothing fetched from elsewhere

@@ -1,6 +1,8 @@
 """One self-contained ``report.html`` per run: header, metrics table, curves, t-SNE, retrieval grid, config.
 
 Images are embedded as base64 data URIs and the CSS is inline, so the file can be mailed or archived alone.
+Scores (NMI, Recall@K, MAP@R, ...) are shown in percent with two decimals, as the terminal prints them; an
+undefined score (``None``, e.g. every class a singleton) is shown as such with its reason.
 """
 
 from __future__ import annotations
@@ -63,9 +65,17 @@ def _img_tag(path: Path | None, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _fmt(value) -> str:
+def _is_score(key: str) -> bool:
+    return key.removesuffix("_std") in METRIC_LABELS or key.startswith("recall@")
+
+
+def _fmt(value, key: str = "") -> str:
+    if value is None:
+        return "undefined"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return html.escape(str(value))
+    if _is_score(key):  # a fraction in [0, 1], shown in percent like the terminal
+        return "undefined" if math.isnan(value) else f"{100 * value:.2f}"
     if isinstance(value, int):
         return f"{value:,}"
     return "nan" if math.isnan(value) else f"{value:.4f}"
@@ -75,24 +85,26 @@ def _metrics_table(metrics: Mapping) -> str:
     keys = [k for k in METRIC_LABELS if k in metrics]
     keys += [k for k in metrics if k not in METRIC_LABELS and not k.endswith("_std")
              and k.startswith("recall@")]
+    undefined = metrics.get("undefined") or {}
     rows = []
     for key in keys:
         std = metrics.get(f"{key}_std")
-        spread = f" ± {std:.4f}" if isinstance(std, (int, float)) else ""
+        spread = f" ± {_fmt(std, key)}" if isinstance(std, (int, float)) else ""
+        why = f" ({html.escape(str(undefined[key]))})" if metrics[key] is None and key in undefined else ""
         rows.append(f"<tr><td>{html.escape(METRIC_LABELS.get(key, key))}</td>"
-                    f'<td class="num">{_fmt(metrics[key])}{spread}</td></tr>')
-    extra = [k for k in metrics if k not in keys and not k.endswith("_std")]
+                    f'<td class="num">{_fmt(metrics[key], key)}{spread}{why}</td></tr>')
+    extra = [k for k in metrics if k not in keys and not k.endswith("_std") and k != "undefined"]
     for key in extra:
-        rows.append(f"<tr><td>{html.escape(key)}</td><td class=\"num\">{_fmt(metrics[key])}</td></tr>")
+        rows.append(f"<tr><td>{html.escape(key)}</td><td class=\"num\">{_fmt(metrics[key], key)}</td></tr>")
     head = "<table><tr><th>metric</th><th style='text-align:right'>value</th></tr>"
     return head + "".join(rows) + "</table>"
 
 
 def _cards(metrics: Mapping) -> str:
-    cards = [(METRIC_LABELS[k], metrics[k]) for k in ("nmi", "recall@1", "map@r", "ami") if k in metrics]
+    cards = [(k, METRIC_LABELS[k], metrics[k]) for k in ("nmi", "recall@1", "map@r", "ami") if k in metrics]
     return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="v">{_fmt(v)}</div><div class="k">{html.escape(k)}</div></div>'
-        for k, v in cards) + "</div>"
+        f'<div class="card"><div class="v">{_fmt(v, key)}</div><div class="k">{html.escape(k)} (%)</div>'
+        "</div>" for key, k, v in cards) + "</div>"
 
 
 def _references_table(references: Mapping[str, Mapping], metrics: Mapping) -> str:
@@ -102,7 +114,7 @@ def _references_table(references: Mapping[str, Mapping], metrics: Mapping) -> st
     rows = [(name, values, False) for name, values in references.items()] + [("this run", metrics, True)]
     body = "".join(
         f"<tr><td>{'<b>' if bold else ''}{html.escape(name)}{'</b>' if bold else ''}</td>" + "".join(
-            f'<td class="num">{_fmt(values[k]) if k in values else "—"}</td>' for k in keys) + "</tr>"
+            f'<td class="num">{_fmt(values[k], k) if k in values else "—"}</td>' for k in keys) + "</tr>"
         for name, values, bold in rows)
     return head + body + "</table>"
 
@@ -145,7 +157,8 @@ def render_report(
                   _metrics_table(metrics),
                   "<p class='missing'>Euclidean distances, each sample a query against all others (self "
                   "excluded); NMI / AMI: mean ± std over k-means seeds with K = number of classes; "
-                  "queries of singleton classes are left out of the retrieval metrics.</p></section>"]
+                  "queries of singleton classes are left out of the retrieval metrics. Scores in "
+                  "percent.</p></section>"]
     else:
         parts.append("<section><h2>Evaluation</h2><p class='missing'>no metrics</p></section>")
     if references and metrics:
