@@ -1,14 +1,22 @@
-"""Compiled CPU kernel of the loss-augmented facility-location search (greedy + PAM), with numba.
+"""Loss-augmented facility-location inference, greedy (Algorithm 1) then PAM (Algorithm 2), in numba.
 
-It makes the same choices as the batched tensor search of :mod:`clusterloss.losses.facility_search`
-(eqs. (4)-(7) and Algorithms 1-2 of Song et al., CVPR 2017; TensorFlow's ``cluster_loss`` semantics: ascending
-candidates, first maximum wins within ``TIE_RTOL``, first nearest medoid, PAM sees the slots already updated
-in its pass) and uses the same statistics and score formulas as :mod:`clusterloss.metrics.partition_scores`.
-The tests hold both searches to the brute-force oracle and to each other.
+Song, Jegelka, Rathod, Murphy, "Deep Metric Learning via Facility Location", CVPR 2017, eqs. (4)-(7).
+With D the pairwise distances, y the true classes (K of them) and S a set of medoids (cluster slots),
 
-Why a second implementation: on CPU the tensor search is bound by per-operation dispatch, not arithmetic. A
-greedy step is ~50 small tensor ops (~3 us each whatever their size), so at B = 128, K = 32 the search cost
-~13 ms of which well under a millisecond is arithmetic. Here each step is plain loops:
+    F(S)        = -sum_i min_{s in S} D[s, i]                                   (facility energy, eq. 4)
+    Delta(S)    = 1 - score(y, assignment(S))                                   (structured margin, eq. 5)
+    greedy      S <- S + argmax_c F(S + c) + gamma * Delta(S + c),  K times      (eq. 6, Algorithm 1)
+    PAM         for each slot k: m_k <- argmax_{j in cluster k} -sum_{i in cluster k} D[i, j]
+                                                    + gamma * Delta(S with m_k := j)    (Algorithm 2)
+
+Semantics follow TensorFlow's ``tf.contrib.losses.metric_learning.cluster_loss`` step by step: candidates in
+ascending index order, first maximum wins (objectives within ``TIE_RTOL`` relative count as tied: round-off
+of different summation orders); a point goes to its first nearest medoid and every medoid to its own slot;
+PAM takes the clusters once at the start of a pass and sees the slots already updated in that pass. The
+scores are those of :mod:`clusterloss.contingency`, clamped at 0 as in the original.
+
+This is the only implementation of the search: the loss copies the distances of any device to the host in
+float64 and runs it there (docs/design.md has the measurements behind that choice). Each step is plain loops:
 
 * greedy step m: ``cost[c] = sum_i min(D[c, i], dmin_i)`` is kept up to date (adding a medoid changes
   ``dmin`` only on the points it captures); candidates more than gamma below the best energy cannot win
@@ -18,93 +26,59 @@ greedy step is ~50 small tensor ops (~3 us each whatever their size), so at B = 
   slot s, so member j's clustering (j takes every point nearer to it than to that medoid; the other medoids
   stay in their slots) is built in O(B) and scored from its contingency table.
 
-The tensor search stays the path for CUDA tensors (and ``search="tensor"``). Compiled code is cached on disk
-by numba (first use in a fresh install: a few seconds).
+Compiled code is cached on disk by numba (first use in a fresh install: a few seconds).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
-KIND_CODES = {"nmi": 0, "ami": 1, "ari": 2, "vmeasure": 3, "const": 4}
-_NMI, _AMI, _ARI, _VMEASURE, _CONST = 0, 1, 2, 3, 4
-_EPS64 = float(np.finfo(np.float64).eps)  # AMI's denominator floor, as in partition_scores
+from clusterloss.contingency import (
+    AMI,
+    KIND_CODES,
+    contingency_statistics,
+    emi_table,
+    score_from_statistics,
+    xlogx_table,
+)
+from clusterloss.utils.compiled import jit
+
+# Objectives within this relative distance of the best count as tied; the first of the tied candidates wins.
+TIE_RTOL = 1e-10
+# Pruning keeps candidates within gamma of the best energy, with this much extra slack (>> TIE_RTOL).
+_PRUNE_RTOL = 1e-8
 _INF = math.inf
 
 
-@njit(cache=True)
-def _score(kind, n, n_rows, n_cols, sum_f_cells, sum_f_rows, sum_f_cols, sum_sq_cells, sum_sq_rows,
-           sum_sq_cols, emi, round32):
-    """``scores_from_statistics`` for one clustering, clamped at 0 (float32-rounded if ``round32``)."""
-    identical = sum_sq_cells == sum_sq_rows and sum_sq_cells == sum_sq_cols
-    if kind == _CONST:
-        score = 1.0 if identical else 0.0
-    elif kind == _ARI:
-        nn = float(n)
-        tp = sum_sq_cells - nn
-        fp = sum_sq_cols - sum_sq_cells
-        fn = sum_sq_rows - sum_sq_cells
-        tn = nn * nn - fp - fn - sum_sq_cells
-        den = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
-        if fn == 0 and fp == 0:
-            score = 1.0
-        else:
-            score = 2.0 * (tp * tn - fn * fp) / (1.0 if den == 0 else den)
-    else:
-        log_n = math.log(n)
-        rows_single = n_rows == 1
-        cols_single = n_cols == 1
-        h_true = 0.0 if rows_single else log_n - sum_f_rows / n
-        h_pred = 0.0 if cols_single else log_n - sum_f_cols / n
-        mi = 0.0
-        if not (rows_single or cols_single):
-            mi = max((sum_f_cells - sum_f_rows - sum_f_cols) / n + log_n, 0.0)
-        if kind == _VMEASURE:
-            homogeneity = 1.0 if rows_single else mi / (1.0 if h_true == 0 else h_true)
-            completeness = 1.0 if h_pred == 0 else mi / h_pred
-            hc = homogeneity + completeness
-            score = 0.0 if hc == 0 else 2.0 * homogeneity * completeness / hc
-        else:
-            normalizer = (h_true + h_pred) / 2.0
-            if kind == _NMI:
-                if rows_single and cols_single:
-                    score = 1.0
-                elif mi == 0:
-                    score = 0.0
-                else:
-                    score = mi / (1.0 if normalizer == 0 else normalizer)
-            else:  # ami
-                e = 0.0 if (rows_single or cols_single) else emi
-                den = normalizer - e
-                den = min(den, -_EPS64) if den < 0 else max(den, _EPS64)
-                if (rows_single and cols_single) or identical:
-                    score = 1.0
-                else:
-                    score = (mi - e) / den
-    score = max(score, 0.0)
+@jit
+def _margin_score(kind, n, n_rows, n_cols, sum_f_cells, sum_f_rows, sum_f_cols, sum_sq_cells, sum_sq_rows,
+                  sum_sq_cols, emi, round32):
+    """The clustering score of the margin: clamped at 0, float32-rounded if ``round32`` (as the original)."""
+    score = max(score_from_statistics(kind, n, n_rows, n_cols, sum_f_cells, sum_f_rows, sum_f_cols,
+                                      sum_sq_cells, sum_sq_rows, sum_sq_cols, emi), 0.0)
     if round32:
         score = float(np.float32(score))
     return score
 
 
-@njit(cache=True)
-def _first_best(values, count, tie_rtol):
-    """First index < count whose value is within ``tie_rtol * (1 + |best|)`` of the maximum."""
+@jit
+def _first_best(values, count):
+    """The tie rule: first index < count whose value is within ``TIE_RTOL * (1 + |best|)`` of the maximum."""
     best = -_INF
     for i in range(count):
         if values[i] > best:
             best = values[i]
-    threshold = best - tie_rtol * (1.0 + abs(best))
+    threshold = best - TIE_RTOL * (1.0 + abs(best))
     for i in range(count):
         if values[i] >= threshold:
             return i
     return 0
 
 
-@njit(cache=True)
+@jit
 def _capture(dist, dmin, c, pairs, pair_len, out):
     """Points candidate c takes (D[c, i] < dmin_i, and c itself) into ``out``; returns their number.
 
@@ -124,9 +98,8 @@ def _capture(dist, dmin, c, pairs, pair_len, out):
     return kept + 1
 
 
-@njit(cache=True)
-def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_sq_rows, tie_rtol,
-                  prune_rtol):
+@jit
+def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_sq_rows):
     """Greedy loss-augmented inference (Algorithm 1): K = r medoids [K] in pick order.
 
     ``dist`` [B, B] float64 with ``dist_t`` its transpose (contiguous), ``y`` [B] classes in 0..r-1,
@@ -135,15 +108,15 @@ def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, su
     b = dist.shape[0]
     k = r
     picks = np.empty(k, np.int64)
-    single = _score(kind, b, r, 1, sum_f_rows, sum_f_rows, f[b], sum_sq_rows, sum_sq_rows, float(b) * b,
-                    h[b], round32)
+    single = _margin_score(kind, b, r, 1, sum_f_rows, sum_f_rows, f[b], sum_sq_rows, sum_sq_rows,
+                           float(b) * b, h[b], round32)
     totals = np.empty(b)
     for c in range(b):
         s = 0.0
         for i in range(b):
             s += dist[c, i]
         totals[c] = -s + gamma * (1.0 - single)
-    first = _first_best(totals, b, tie_rtol)
+    first = _first_best(totals, b)
     picks[0] = first
     if k == 1:
         return picks
@@ -179,17 +152,18 @@ def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, su
         for c in range(b):
             if not chosen[c] and -cost[c] > top:
                 top = -cost[c]
-        floor = top - gamma - prune_rtol * (1.0 + abs(top))
+        floor = top - gamma - _PRUNE_RTOL * (1.0 + abs(top))
         for c in range(b):
             if chosen[c] or -cost[c] < floor:
                 totals[c] = -_INF
                 continue
             count = _capture(dist, dmin, c, pairs, pair_len, taken)
             _capture_delta(taken, count, slot, y, r, cells, cols, cell_loss, col_loss, new_cells, f, h, delta)
-            score = _score(kind, b, r, m + 1, base[0] + delta[0], sum_f_rows, base[2] + delta[2],
-                           base[1] + delta[1], sum_sq_rows, base[3] + delta[3], base[4] + delta[4], round32)
+            score = _margin_score(kind, b, r, m + 1, base[0] + delta[0], sum_f_rows, base[2] + delta[2],
+                                  base[1] + delta[1], sum_sq_rows, base[3] + delta[3], base[4] + delta[4],
+                                  round32)
             totals[c] = -cost[c] + gamma * (1.0 - score)
-        w = _first_best(totals, b, tie_rtol)
+        w = _first_best(totals, b)
         count = _capture(dist, dmin, w, pairs, pair_len, taken)
         _capture_delta(taken, count, slot, y, r, cells, cols, cell_loss, col_loss, new_cells, f, h, delta)
         base += delta  # the winner's statistics, computed exactly as they were when it was scored
@@ -211,7 +185,7 @@ def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, su
     return picks
 
 
-@njit(cache=True)
+@jit
 def _capture_delta(taken, count, slot, y, r, cells, cols, cell_loss, col_loss, new_cells, f, h, delta):
     """Change of (sum_f_cells, sum_sq_cells, sum_f_cols, sum_sq_cols, emi) when the points
     ``taken[:count]`` leave their cells and columns for a new column, into ``delta`` [5]. O(count)."""
@@ -247,7 +221,7 @@ def _capture_delta(taken, count, slot, y, r, cells, cols, cell_loss, col_loss, n
     delta[4] += h[count]
 
 
-@njit(cache=True)
+@jit
 def _nearest_two(dist, medoids, best_val, best_slot, second_val, second_slot):
     """Per point, its nearest and second-nearest medoid slots (ties: earlier slot first)."""
     k = medoids.shape[0]
@@ -263,9 +237,8 @@ def _nearest_two(dist, medoids, best_val, best_slot, second_val, second_slot):
         best_val[i], best_slot[i], second_val[i], second_slot[i] = bv, bs, sv, ss
 
 
-@njit(cache=True)
-def pam_refine(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_sq_rows, medoids, iterations,
-               tie_rtol):
+@jit
+def pam_refine(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_sq_rows, medoids, iterations):
     """PAM swaps (Algorithm 2): ``iterations`` passes over the slots; returns the medoids [K] by slot.
 
     A pass takes the clusters once at its start; slot s then picks, among its members, the one maximizing
@@ -348,10 +321,10 @@ def pam_refine(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_s
                     sum_sq_cols += float(n * n)
                     emi += h[n]
                     cols[t] = 0
-                score = _score(kind, b, r, k, sum_f_cells, sum_f_rows, sum_f_cols, sum_sq_cells, sum_sq_rows,
-                               sum_sq_cols, emi, round32)
+                score = _margin_score(kind, b, r, k, sum_f_cells, sum_f_rows, sum_f_cols, sum_sq_cells,
+                                      sum_sq_rows, sum_sq_cols, emi, round32)
                 totals[a - lo] = -energy + gamma * (1.0 - score)
-            choice = members[lo + _first_best(totals, hi - lo, tie_rtol)]
+            choice = members[lo + _first_best(totals, hi - lo)]
             if choice != medoids[s]:
                 medoid_slot[medoids[s]] = -1
                 medoid_slot[choice] = s
@@ -360,3 +333,67 @@ def pam_refine(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_s
         if np.array_equal(medoids, start_medoids):
             break
     return medoids
+
+
+@jit
+def _assign(dist, medoids):
+    """Slot of each point [B]: its first nearest medoid (slot order), and each medoid its own slot."""
+    b = dist.shape[0]
+    pred = np.empty(b, np.int64)
+    for i in range(b):
+        best, slot = _INF, 0
+        for t in range(medoids.shape[0]):
+            if dist[medoids[t], i] < best:
+                best, slot = dist[medoids[t], i], t
+        pred[i] = slot
+    for t in range(medoids.shape[0]):
+        pred[medoids[t]] = t
+    return pred
+
+
+@jit
+def _search(dist, y, r, kind, gamma, round32, pam_iterations):
+    """Greedy medoids [K], final medoids [K] (after PAM), assignment [B] and its clamped score."""
+    b = dist.shape[0]
+    dist_t = np.ascontiguousarray(dist.T)
+    f = xlogx_table(b)  # f[x] = x log x
+    sizes = np.zeros(r, np.int64)
+    for i in range(b):
+        sizes[y[i]] += 1
+    # h[x]: EMI contribution of a column of size x (AMI only)
+    h = emi_table(sizes, b, np.arange(b + 1)) if kind == AMI and r > 1 else np.zeros(b + 1)
+    sum_f_rows = 0.0
+    sum_sq_rows = 0.0
+    for c in range(r):
+        sum_f_rows += f[sizes[c]]
+        sum_sq_rows += float(sizes[c] * sizes[c])
+    greedy = greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_sq_rows)
+    medoids = greedy.copy()  # the two results must not share memory
+    if pam_iterations > 0:
+        medoids = pam_refine(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_sq_rows, greedy,
+                             pam_iterations)
+    assignment = _assign(dist, medoids)
+    s = contingency_statistics(y, assignment, r, r, kind == AMI)
+    score = _margin_score(kind, b, r, r, s[0], s[1], s[2], s[3], s[4], s[5], s[6], round32)
+    return greedy, medoids, assignment, score
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    greedy_medoids: np.ndarray  # [K] int64, in pick order
+    medoids: np.ndarray  # [K] int64, after PAM, slot order
+    assignment: np.ndarray  # [B] int64, slot of each point
+    score: float  # score(y, assignment) of the margin, clamped at 0 (float32-rounded if round32)
+
+
+def facility_location_search(dist: np.ndarray, classes: np.ndarray, num_classes: int, margin_type: str,
+                             gamma: float, pam_iterations: int, round32: bool) -> SearchResult:
+    """Loss-augmented medoids of ``dist`` [B, B] (float64, C-contiguous) for ``classes`` [B] (int64 in
+    0..K-1, every class present), K = ``num_classes``: greedy, then ``pam_iterations`` PAM passes.
+
+    The arguments are trusted (the loss checks its inputs once): ``margin_type`` one of
+    :data:`clusterloss.contingency.SCORE_KINDS`, ``gamma >= 0``.
+    """
+    greedy, medoids, assignment, score = _search(dist, classes, num_classes, KIND_CODES[margin_type],
+                                                 float(gamma), bool(round32), int(pam_iterations))
+    return SearchResult(greedy, medoids, assignment, float(score))

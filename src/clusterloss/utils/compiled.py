@@ -1,0 +1,19 @@
+"""``jit``: numba's ``njit`` with the machine code cached on disk (a fresh install compiles once)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+from numba import njit
+
+
+def jit(function: Callable) -> Callable:
+    """``numba.njit(cache=True)``; where numba finds no writable cache location it refuses ``cache=True``
+    (RuntimeError at decoration), and the function is then compiled in each process instead (a warning)."""
+    try:
+        return njit(cache=True)(function)
+    except RuntimeError as err:
+        warnings.warn(f"numba cannot cache {function.__name__} ({err}); it is compiled in every process "
+                      "(set NUMBA_CACHE_DIR to a writable folder to cache it)", RuntimeWarning, stacklevel=2)
+        return njit(function)
