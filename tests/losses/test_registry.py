@@ -39,6 +39,27 @@ def test_proxy_anchor_exposes_trainable_proxies_in_its_state_dict():
         assert not list(build_loss(name, 8, 4).parameters())
 
 
+@pytest.mark.parametrize("name", ["normalized_softmax", "arcface"])
+def test_classification_baselines_train_one_weight_vector_per_class(name):
+    loss_fn = build_loss(name, embedding_dim=8, num_classes=5)
+    params = list(loss_fn.parameters())
+    assert [tuple(p.shape) for p in params] == [(8, 5)] and params[0].requires_grad
+    embeddings, labels = _batch(classes=5)
+    loss_fn(embeddings, labels).backward()
+    assert params[0].grad is not None and params[0].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="num_classes"):
+        build_loss(name, 8)
+
+
+def test_normalized_softmax_is_cross_entropy_of_scaled_cosines():
+    # Independent reference: softmax cross-entropy over cos(embedding, class weight) / temperature.
+    loss_fn = build_loss("normalized_softmax", embedding_dim=8, num_classes=4, temperature=0.1)
+    embeddings, labels = _batch()
+    weights = loss_fn.loss.W.detach()
+    logits = F.normalize(embeddings.detach(), dim=1) @ F.normalize(weights, dim=0) / 0.1
+    torch.testing.assert_close(loss_fn(embeddings.detach(), labels), F.cross_entropy(logits, labels))
+
+
 def test_bad_names_and_options_are_value_errors():
     with pytest.raises(ValueError, match="Did you mean 'contrastive'"):
         build_loss("contrastiv", 8, 4)

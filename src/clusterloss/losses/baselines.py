@@ -78,3 +78,19 @@ def proxy_anchor(num_classes: int, embedding_dim: int, margin: float = 0.1, alph
     """Proxy-anchor loss (Kim et al., CVPR 2020); its ``[num_classes, D]`` proxies are trainable."""
     return PMLLoss(pml_losses.ProxyAnchorLoss(num_classes=num_classes, embedding_size=embedding_dim,
                                               margin=margin, alpha=alpha, **options))
+
+
+def normalized_softmax(num_classes: int, embedding_dim: int, temperature: float = 0.05,
+                       **options) -> PMLLoss:
+    """Normalized softmax (Zhai & Wu, BMVC 2019): cosine classifier over ``[D, num_classes]`` trainable class
+    weights at ``temperature``; strong in "A Metric Learning Reality Check" (Musgrave et al. 2020)."""
+    return PMLLoss(pml_losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=embedding_dim,
+                                                    temperature=temperature, **options))
+
+
+def arcface(num_classes: int, embedding_dim: int, margin: float = 28.6, scale: float = 64.0,
+            **options) -> PMLLoss:
+    """ArcFace (Deng et al., CVPR 2019): additive angular ``margin`` (degrees, PML's unit; 28.6 = 0.5 rad) at
+    ``scale``, trainable ``[D, num_classes]`` class weights."""
+    return PMLLoss(pml_losses.ArcFaceLoss(num_classes=num_classes, embedding_size=embedding_dim,
+                                          margin=margin, scale=scale, **options))

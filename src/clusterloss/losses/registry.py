@@ -57,7 +57,11 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "contrastive": _baseline("contrastive"),
     "multi_similarity": _baseline("multi_similarity"),
     "proxy_anchor": _baseline("proxy_anchor", sizes=True),
+    "normalized_softmax": _baseline("normalized_softmax", sizes=True),
+    "arcface": _baseline("arcface", sizes=True),
 }
+# Losses with one trainable vector per training class (proxies / class weights): they need num_classes.
+CLASS_PARAMETER_LOSSES = ("proxy_anchor", "normalized_softmax", "arcface")
 
 
 def build_loss(name: str, embedding_dim: int = 64, num_classes: int | None = None, **options) -> nn.Module:
@@ -66,8 +70,8 @@ def build_loss(name: str, embedding_dim: int = 64, num_classes: int | None = Non
         close = difflib.get_close_matches(name, LOSSES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}.{hint}")
-    if name == "proxy_anchor" and not num_classes:
-        raise ValueError("proxy_anchor needs num_classes (number of training classes) for its proxies")
+    if name in CLASS_PARAMETER_LOSSES and not num_classes:
+        raise ValueError(f"{name} needs num_classes (number of training classes) for its proxies")
     try:
         return LOSSES[name](num_classes=num_classes, embedding_dim=embedding_dim, **options)
     except TypeError as err:
