@@ -36,6 +36,9 @@ class DataConfig:
     image_size: int | None = None      # side of the network input in pixels; None = the dataset's native size
     cache_dir: str | None = None       # where decoded-image caches are built (None = beside the data)
     skip_bad_images: bool = False      # photos that fail to decode: error (default) or skip and report a count
+    cache_size: int | None = None      # photos: side of the cached square; None = round(image_size / 0.875)
+    train_fraction: float = 0.8        # imagefolder, closed: share of each class's images used for training
+    split_file: str | None = None      # imagefolder, closed: "<relative path> <train|test>" lines (README)
 
 
 @dataclass
@@ -100,6 +103,11 @@ class EvalConfig:
     ks: list = field(default_factory=lambda: [1, 2, 4, 8])
     kmeans_seeds: list = field(default_factory=lambda: [0, 1, 2])
     best_metric: str = "nmi"           # the eval metric that decides best.pt (higher is better)
+    oneshot: bool | None = None        # the 20 official Omniglot one-shot runs; None = on for omniglot datasets
+    episodes: int = 0                  # N-way K-shot episodes drawn from the eval split (0 = none)
+    ways: list = field(default_factory=lambda: [5, 20])
+    shots: list = field(default_factory=lambda: [1])
+    queries: int = 5                   # query images per class and episode
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig,
@@ -162,6 +170,11 @@ class Config:
             raise ValueError("eval.kmeans_seeds must list at least one seed, e.g. [0, 1, 2]")
         # A misspelt best_metric would never beat -inf, and best.pt would silently never be written.
         metrics = ["nmi", "ami", "precision@1", "r_precision", "map@r"] + [f"recall@{k}" for k in ev.ks]
+        metrics += ["oneshot"] + [f"{n}way{k}shot{rule}" for n in ev.ways for k in ev.shots
+                                  for rule in ("", "_ncm")]  # metrics/fewshot.py
+        if ev.episodes < 0 or ev.queries < 1 or any(n < 2 for n in ev.ways) or any(k < 1 for k in ev.shots):
+            raise ValueError(f"eval.episodes must be >= 0, eval.queries >= 1, eval.ways >= 2, eval.shots >= 1; "
+                             f"got {ev.episodes}, {ev.queries}, {ev.ways}, {ev.shots}")
         if ev.best_metric not in metrics:
             raise ValueError(_unknown_key(ev.best_metric, metrics).replace("config key", "eval.best_metric")
                              + " (higher is better)")

@@ -149,6 +149,70 @@ def write_imagenet(root: Path, side: int = 8, per_batch: int = 7, npz: bool = Fa
     return written
 
 
+def write_photo(
+    path: Path, seed: int, size=(40, 30), mode: str = "RGB", fmt: str | None = None
+) -> np.ndarray:
+    """A PIL-generated image file (smooth colour gradients + noise); returns its RGB pixels as PIL decodes
+    them back (what a reader must produce before resizing)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([(xx * (3 + seed % 5)) % 256, (yy * (2 + seed % 7)) % 256,
+                     ((xx + yy) * (1 + seed % 3)) % 256], axis=-1)
+    pixels = np.clip(base + rng.integers(-20, 21, size=base.shape), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    if mode == "P":
+        image = image.quantize(colors=16)
+    elif mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    with Image.open(path) as reread:
+        return np.asarray(reread.convert("RGB"))
+
+
+def write_image_folder(root: Path, counts: dict[str, int], size=(40, 30), suffix: str = ".png") -> dict:
+    """root/<class>/<i><suffix> for each class; returns {relative path: RGB pixels}."""
+    written = {}
+    seed = 0
+    for name, count in counts.items():
+        for i in range(count):
+            relative = f"{name}/{i:03d}{suffix}"
+            written[relative] = write_photo(root / relative, seed, size)
+            seed += 1
+    return written
+
+
+def write_cub(root: Path, class_ids=(1, 2, 100, 101, 150, 200), per_class: int = 3, size=(40, 30)) -> dict:
+    """root/CUB_200_2011/ in the official text formats (the listed official class ids only, like the shared
+    subset), JPEG images under images/<NNN.Name>/; every class has one test image, the rest train."""
+    folder = root / "CUB_200_2011"
+    folder.mkdir(parents=True, exist_ok=True)
+    classes, images, labels, split = [], [], [], []
+    image_id = 0
+    info = {"paths": [], "official": [], "is_train": []}
+    for class_id in class_ids:
+        name = f"{class_id:03d}.Species_{class_id}"
+        classes.append(f"{class_id} {name}")
+        for i in range(per_class):
+            image_id += 1
+            relative = f"{name}/{name.split('.')[1]}_{i:04d}_{image_id}.jpg"
+            write_photo(folder / "images" / relative, image_id, size, fmt="JPEG")
+            images.append(f"{image_id} {relative}")
+            labels.append(f"{image_id} {class_id}")
+            is_train = int(i < per_class - 1)
+            split.append(f"{image_id} {is_train}")
+            info["paths"].append(relative)
+            info["official"].append(class_id)
+            info["is_train"].append(bool(is_train))
+    for filename, lines in (("classes.txt", classes), ("images.txt", images),
+                            ("image_class_labels.txt", labels), ("train_test_split.txt", split)):
+        (folder / filename).write_text("\n".join(lines) + "\n")
+    return info
+
+
 def make_tar_gz(source: Path, folder: str) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -163,6 +227,8 @@ class ArchiveServer:
         self.files: dict[str, bytes] = {}
         self.cut_after: int | None = None
         self.requests = 0
+        self.ranges = True  # answer "Range: bytes=N-" with 206 and the rest of the file
+        self.range_requests: list[int] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -172,7 +238,17 @@ class ArchiveServer:
                 if body is None:
                     self.send_error(404)
                     return
-                self.send_response(200)
+                start = 0
+                wanted = self.headers.get("Range", "")
+                if server.ranges and wanted.startswith("bytes=") and wanted.endswith("-"):
+                    start = int(wanted[len("bytes="):-1])
+                    server.range_requests.append(start)
+                if start:
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                body = body[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if server.cut_after is None:
@@ -214,4 +290,7 @@ def official():
         cifar100=write_cifar100,
         imagenet=write_imagenet,
         tar_gz=make_tar_gz,
+        photo=write_photo,
+        image_folder=write_image_folder,
+        cub=write_cub,
     )

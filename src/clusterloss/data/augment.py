@@ -2,16 +2,37 @@
 
 Everything here works on a batch at once with tensor ops (no per-image Python), so the data path keeps up
 with training even on 2 CPU cores, and runs on the GPU when the batch is already there.
+
+``AUGMENTATIONS`` names the training augmentations that ``data.augmentation`` picks ("auto" = the
+dataset's ``default_augmentation``). Each is ``fn(images [B, C, H, W] uint8, size, generator=None,
+**options) -> [B, C, size, size]`` (uint8 or float in 0..255 units; normalization follows), where
+``size`` is the network input side and ``options`` are the data settings (``padding``; unknown ones are
+ignored). ``eval_view`` is the matching deterministic evaluation view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["random_crop_flip", "normalize", "channel_stats"]
+
+__all__ = [
+    "AUGMENTATIONS",
+    "channel_stats",
+    "eval_view",
+    "normalize",
+    "random_crop_flip",
+    "random_resized_crop",
+    "register_augmentation",
+    "resize_batch",
+    "resolve_augmentation",
+    "resized_crop_batch",
+    "sample_resized_crop_boxes",
+]
 
 
 def _random_ints(
@@ -102,11 +123,14 @@ def normalize(
     return apply_affine(images, scale, shift)
 
 
-def channel_stats(images: torch.Tensor, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(
+    images: torch.Tensor, chunk_size: int | None = None, max_images: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and (population) std of uint8 images [N, C, H, W] in [0, 1] units.
 
     Accumulates in float64 over chunks of ``chunk_size`` images (default: ~4M values, 32 MB), so memory
-    stays small even for memory-mapped data. Returns two float32 tensors of shape [C].
+    stays small even for memory-mapped data. ``max_images``: use only that many evenly spaced images (all
+    when N is smaller). Returns two float32 tensors of shape [C].
     """
     if images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"channel_stats expects a non-empty [N, C, H, W] tensor, got {tuple(images.shape)}")
@@ -115,11 +139,170 @@ def channel_stats(images: torch.Tensor, chunk_size: int | None = None) -> tuple[
         chunk_size = max(1, (1 << 22) // images[0].numel())
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
-    for start in range(0, images.shape[0], chunk_size):
-        chunk = images[start : start + chunk_size].to(torch.float64)
+    used = None
+    if max_images is not None and images.shape[0] > max_images:
+        used = torch.linspace(0, images.shape[0] - 1, max_images).round().long().unique()
+    count_images = images.shape[0] if used is None else len(used)
+    for start in range(0, count_images, chunk_size):
+        if used is None:
+            chunk = images[start : start + chunk_size].to(torch.float64)
+        else:
+            chunk = images[used[start : start + chunk_size]].to(torch.float64)
         total += chunk.sum(dim=(0, 2, 3)).cpu()
         total_sq += chunk.square().sum(dim=(0, 2, 3)).cpu()
-    count = images.shape[0] * images.shape[2] * images.shape[3]
+    count = count_images * images.shape[2] * images.shape[3]
     mean = total / count
     var = (total_sq / count - mean.square()).clamp_min(0)
     return (mean / 255.0).float(), (var.sqrt() / 255.0).float()
+
+
+def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, C, H, W] -> float [B, C, size, size], bilinear (antialiased when shrinking), 0..255 units."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+def sample_resized_crop_boxes(
+    height: int,
+    width: int,
+    count: int,
+    scale: tuple[float, float] = (0.16, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    attempts: int = 10,
+) -> torch.Tensor:
+    """int64 [count, 4] boxes (top, left, h, w): torchvision ``RandomResizedCrop.get_params``, vectorized.
+
+    Per box: up to ``attempts`` draws of area ``U(scale) * H * W`` and aspect ``exp(U(log ratio))``, sides
+    ``round(sqrt(area * aspect))`` x ``round(sqrt(area / aspect))``, the first that fits, at a uniform
+    position; if none fits, the centre crop of the whole image clamped to the ratio range (as torchvision).
+    Drawn on the generator's device (CPU when None); returned there.
+    """
+    gen = generator
+    device = gen.device if gen is not None else torch.device("cpu")
+    area = float(height * width)
+    draws = torch.rand(2, count, attempts, generator=gen, dtype=torch.float64, device=device)
+    target = area * (scale[0] + (scale[1] - scale[0]) * draws[0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * draws[1])
+    w = torch.round(torch.sqrt(target * aspect)).long()
+    h = torch.round(torch.sqrt(target / aspect)).long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.argmax(fits.int(), dim=1)
+    any_fit = fits.any(dim=1)
+    rows = torch.arange(count, device=device)
+    h, w = h[rows, first], w[rows, first]
+    # Fallback (torchvision): whole image, clamped to the ratio range, centred.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        fh, fw = height, int(round(height * ratio[1]))
+    else:
+        fw, fh = width, height
+    h = torch.where(any_fit, h, torch.full_like(h, fh))
+    w = torch.where(any_fit, w, torch.full_like(w, fw))
+    u = torch.rand(count, 2, generator=gen, dtype=torch.float64, device=device)
+    top = torch.floor(u[:, 0] * (height - h + 1).double()).long()
+    left = torch.floor(u[:, 1] * (width - w + 1).double()).long()
+    top = torch.where(any_fit, top, torch.full_like(top, (height - fh) // 2))
+    left = torch.where(any_fit, left, torch.full_like(left, (width - fw) // 2))
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def resized_crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int,
+                       flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Each image's box (top, left, h, w) resized to ``size x size`` (bilinear), optionally mirrored.
+
+    One ``grid_sample`` for the whole batch, half-pixel centres and edge clamping: the same values as
+    ``torchvision.transforms.functional.resized_crop(img, top, left, h, w, size, antialias=False)`` per
+    image (no antialiasing, so crops shrunk by much more than 2x alias a little). Returns float32 in the
+    input's units.
+    """
+    b, _, height, width = images.shape
+    boxes = boxes.to(images.device, torch.float32)
+    top, left, h, w = boxes.unbind(1)
+    theta = torch.zeros(b, 2, 3, device=images.device)
+    sign = 1.0 if flip is None else 1.0 - 2.0 * flip.to(images.device, torch.float32)
+    theta[:, 0, 0] = w / width * sign
+    theta[:, 0, 2] = (2 * left + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * top + h) / height - 1
+    grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_resized_crop(
+    images: torch.Tensor,
+    size: int,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.16, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    **_options,
+) -> torch.Tensor:
+    """Random resized crop (torchvision's box rule, scale 0.16-1, ratio 3/4-4/3) to ``size`` + flip (p=1/2).
+
+    The box parameters are drawn on ``generator``'s device (the global RNG when None), the resampling on
+    the images' device. Returns float32 [B, C, size, size] in 0..255 units.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"random_resized_crop expects a batch [B, C, H, W], got shape {tuple(images.shape)}")
+    b, _, height, width = images.shape
+    if b == 0:
+        return images.float().new_empty((0, images.shape[1], size, size))
+    boxes = sample_resized_crop_boxes(height, width, b, scale, ratio, generator)
+    draw_device = generator.device if generator is not None else images.device
+    flip = torch.rand(b, generator=generator, device=draw_device) < 0.5
+    return resized_crop_batch(images, boxes, size, flip)
+
+
+def _crop_flip(images: torch.Tensor, size: int, generator: torch.Generator | None = None,
+               padding: int = 4, **_options) -> torch.Tensor:
+    """``random_crop_flip`` at the stored size, then a resize when the network wants another size."""
+    return resize_batch(random_crop_flip(images, padding, generator), size)
+
+
+def _no_augmentation(images: torch.Tensor, size: int, generator: torch.Generator | None = None,
+                     crop_fraction: float = 1.0, **_options) -> torch.Tensor:
+    """The evaluation view (deterministic)."""
+    return eval_view(images, size, crop_fraction)
+
+
+AUGMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "crop_flip": _crop_flip,
+    "random_resized_crop": random_resized_crop,
+    "none": _no_augmentation,
+}
+
+
+def register_augmentation(name: str, fn: Callable[..., torch.Tensor]) -> None:
+    """Add ``fn`` (see the module docstring for the signature) to ``AUGMENTATIONS`` under ``name``."""
+    if name in AUGMENTATIONS and AUGMENTATIONS[name] is not fn:
+        raise ValueError(f"augmentation {name!r} is already registered")
+    AUGMENTATIONS[name] = fn
+
+
+def resolve_augmentation(name: str, dataset) -> str:
+    """``name``, or the dataset's ``default_augmentation`` for "auto"; unknown names are an error."""
+    resolved = getattr(dataset, "default_augmentation", "crop_flip") if name == "auto" else name
+    if resolved not in AUGMENTATIONS:
+        close = difflib.get_close_matches(resolved, AUGMENTATIONS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown data.augmentation {resolved!r}; known: auto, "
+                         f"{', '.join(sorted(AUGMENTATIONS))}.{hint}")
+    return resolved
+
+
+def eval_view(images: torch.Tensor, size: int | None = None, crop_fraction: float = 1.0) -> torch.Tensor:
+    """Centre crop of ``round(side * crop_fraction)`` pixels (torchvision ``CenterCrop`` offsets), resized
+    to ``size x size`` when that differs. Identity (same tensor) when nothing is to be done."""
+    height, width = images.shape[-2:]
+    crop_h, crop_w = int(round(height * crop_fraction)), int(round(width * crop_fraction))
+    if (crop_h, crop_w) != (height, width):
+        top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+        images = images[..., top : top + crop_h, left : left + crop_w]
+    if size is None or (crop_h, crop_w) == (size, size):
+        return images
+    return resize_batch(images, size)

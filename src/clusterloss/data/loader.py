@@ -1,8 +1,9 @@
 """From index batches to normalized float batches on the training device.
 
-``DeviceBatchLoader``: sampler indices -> gather from the in-memory uint8 tensor -> device -> random
-crop+flip -> normalize. ``iterate_in_order``: the same without augmentation, in dataset order, for
-evaluation and embedding extraction.
+``DeviceBatchLoader``: sampler indices -> gather from the in-memory (or memory-mapped) uint8 tensor ->
+device -> the named augmentation (``augment.AUGMENTATIONS``) at the dataset's ``view_size`` -> normalize.
+``iterate_in_order``: the evaluation view (``augment.eval_view``: centre crop ``dataset.eval_crop``,
+resized to ``view_size``) in dataset order, for evaluation and embedding extraction.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
-from clusterloss.data.augment import apply_affine, normalization_affine, random_crop_flip
+from clusterloss.data.augment import (
+    AUGMENTATIONS,
+    apply_affine,
+    eval_view,
+    normalization_affine,
+    resolve_augmentation,
+)
 from clusterloss.data.dataset import ImageDataset
 from clusterloss.utils.threads import torch_threads
 
@@ -37,7 +44,11 @@ class DeviceBatchLoader:
         device: where batches are produced; on an accelerator the whole uint8 dataset is kept there when
             it is at most 4 GiB (``cache_on_device=None``), else each batch is gathered on the CPU and copied.
         mean, std: per-channel statistics of the training images in [0, 1] units.
-        augment: random crop (zero ``padding``) + horizontal flip per image.
+        augment: apply the training augmentation (False: the deterministic evaluation view).
+        padding: zero padding of ``crop_flip``.
+        augmentation: a name of ``augment.AUGMENTATIONS`` or "auto" (the dataset's ``default_augmentation``:
+            ``crop_flip`` for 32-px arrays, ``random_resized_crop`` for photos). Batches come out at the
+            dataset's ``view_size`` (its stored size when None).
         generator: optional ``torch.Generator`` on ``device`` (or CPU) for the augmentation draws.
         cpu_threads: torch threads used while a batch is assembled on the CPU (restored before it is
             yielded). The ops are small (~0.4 M values), so 1 thread is fast (~100k images/s at 32x32) and
@@ -57,6 +68,7 @@ class DeviceBatchLoader:
         generator: torch.Generator | None = None,
         cache_on_device: bool | None = None,
         cpu_threads: int | None = 1,
+        augmentation: str = "auto",
     ) -> None:
         self.dataset = dataset
         self.sampler = sampler
@@ -68,6 +80,10 @@ class DeviceBatchLoader:
         )
         self.augment = augment
         self.padding = padding
+        self.augmentation = resolve_augmentation(augmentation, dataset)
+        self._augment_fn = AUGMENTATIONS[self.augmentation]
+        self.view_size = dataset.view_size or int(dataset.images.shape[-1])
+        self.eval_crop = dataset.eval_crop
         self.generator = generator
         self.cpu_threads = cpu_threads
         images = dataset.images
@@ -97,7 +113,10 @@ class DeviceBatchLoader:
                 images = _to_device(self._images.index_select(0, index), self.device)
                 labels = _to_device(self._labels.index_select(0, index), self.device)
         if self.augment:
-            images = random_crop_flip(images, self.padding, self.generator)
+            images = self._augment_fn(images, self.view_size, self.generator, padding=self.padding,
+                                      crop_fraction=self.eval_crop)
+        else:
+            images = eval_view(images, self.view_size, self.eval_crop)
         return apply_affine(images, self._scale, self._shift), labels
 
 
@@ -108,13 +127,14 @@ def iterate_in_order(
     mean: Sequence[float] | torch.Tensor,
     std: Sequence[float] | torch.Tensor,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Consecutive batches ``(float images normalized, int64 labels)`` on ``device`` in dataset order, no
-    augmentation; the last batch may be smaller."""
+    """Consecutive batches ``(float images normalized, int64 labels)`` on ``device`` in dataset order, in the
+    evaluation view (see ``augment.eval_view``); the last batch may be smaller."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
     scale, shift = normalization_affine(mean, std, dataset.images.shape[1], device)
     for start in range(0, len(dataset), batch_size):
-        images = _to_device(dataset.images[start : start + batch_size], device)
+        images = eval_view(dataset.images[start : start + batch_size], dataset.view_size, dataset.eval_crop)
+        images = _to_device(images.contiguous(), device)
         labels = _to_device(dataset.labels[start : start + batch_size], device)
         yield apply_affine(images, scale, shift), labels

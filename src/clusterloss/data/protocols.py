@@ -5,7 +5,13 @@ Protocols (class ids are always the dataset's ORIGINAL ids, so ``class_names`` s
 * ``closed``: train = the train split, eval = the test split, all classes (the original CIFAR recipe).
 * ``zero_shot``: the classes, sorted by id, are halved; train = train-split images of the first
   ``ceil(C / 2)`` classes, eval = TEST-split images of the other classes (the unseen-class protocol of
-  deep metric learning, evaluated on images never used in training of any class).
+  deep metric learning, evaluated on images never used in training of any class). A dataset that names
+  its benchmark's training classes (``zero_shot_train_classes``, e.g. CUB-200-2011's official ids 1-100)
+  is split there instead of at the half.
+* Photo datasets (``registry.PHOTO_DATASETS``: imagefolder, cub200, ...) under ``zero_shot`` or with
+  ``train_classes`` use EVERY image of a class on its class's side (split "all"), as the deep-metric-
+  learning benchmarks do (CUB: 5,994 + 5,794 official train/test images -> 5,864 train / 5,924 eval);
+  their train/test files only matter for ``closed``.
 * ``train_classes=[...]`` (overrides the protocol's class choice): train = train-split images of those
   classes, eval = test-split images of all remaining classes.
 
@@ -28,11 +34,12 @@ import torch
 
 from clusterloss.data.augment import channel_stats
 from clusterloss.data.dataset import ImageDataset
-from clusterloss.data.registry import load_dataset
+from clusterloss.data.registry import PHOTO_DATASETS, load_dataset
 
 __all__ = ["Splits", "build_splits", "PROTOCOLS"]
 
 PROTOCOLS = ("closed", "zero_shot")
+_PHOTO_STATS_IMAGES = 2000  # mean/std of photo datasets from this many evenly spaced training images
 
 
 @dataclass
@@ -77,8 +84,9 @@ def split_datasets(
                 "train_classes lists every class, leaving none to evaluate; use protocol='closed'"
             )
     elif protocol == "zero_shot":
-        chosen = all_classes[: math.ceil(num_classes / 2)]
-        held_out = all_classes[len(chosen) :]
+        preset = train_split.zero_shot_train_classes
+        chosen = sorted(preset) if preset is not None else all_classes[: math.ceil(num_classes / 2)]
+        held_out = [c for c in all_classes if c not in set(chosen)]
     else:
         chosen, held_out = all_classes, all_classes
 
@@ -103,14 +111,25 @@ def build_splits(
     train_classes: Sequence[int] | None = None,
     validation: bool = False,
     download: bool = False,
+    options=None,
 ) -> Splits:
-    """Load dataset ``name`` and split it by ``protocol`` (see the module docstring for the exact rules)."""
-    train_split = load_dataset(name, "train", root, download)
-    test_split = None if validation else load_dataset(name, "test", root, download)
-    if test_split is None:  # validation never reads the test split; an empty stand-in keeps one code path
-        test_split = train_split.subset(torch.empty(0, dtype=torch.int64), split="test")
-    train, evaluation = split_datasets(train_split, test_split, protocol, train_classes, validation)
-    mean, std = channel_stats(train.images)
+    """Load dataset ``name`` and split it by ``protocol`` (see the module docstring for the exact rules).
+
+    ``options``: ``PhotoOptions`` for photo datasets (image size, cache, bad images, imagefolder split).
+    """
+    if name in PHOTO_DATASETS and (protocol == "zero_shot" or train_classes is not None):
+        everything = load_dataset(name, "all", root, download, options)
+        train, evaluation = split_datasets(everything, everything, protocol, train_classes, validation)
+    else:
+        train_split = load_dataset(name, "train", root, download, options)
+        test_split = None if validation else load_dataset(name, "test", root, download, options)
+        if test_split is None:  # validation never reads the test split; an empty stand-in keeps one code path
+            test_split = train_split.subset(torch.empty(0, dtype=torch.int64), split="test")
+        train, evaluation = split_datasets(train_split, test_split, protocol, train_classes, validation)
+    if name in PHOTO_DATASETS:  # large memory-mapped images: statistics of an even sample
+        mean, std = channel_stats(train.images, max_images=_PHOTO_STATS_IMAGES)
+    else:
+        mean, std = channel_stats(train.images)
     return Splits(train=train, eval=evaluation, mean=mean, std=std)
 
 
@@ -119,6 +138,11 @@ def splits_from_config(data, root: str | Path | None = None, download: bool | No
 
     ``root`` / ``download`` override the config's (e.g. a dataset folder that moved since training).
     """
+    options = None
+    if data.name in PHOTO_DATASETS:
+        from clusterloss.data.image_cache import PhotoOptions  # PIL and the cache only for photo datasets
+
+        options = PhotoOptions.from_config(data)
     return build_splits(data.name, root or data.root, protocol=data.protocol,
                         train_classes=data.train_classes, validation=data.validation,
-                        download=data.download if download is None else download)
+                        download=data.download if download is None else download, options=options)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from clusterloss.data.dataset import ImageDataset
 
-__all__ = ["DATASETS", "load_dataset", "dataset_names"]
+__all__ = ["DATASETS", "PHOTO_DATASETS", "load_dataset", "dataset_names"]
 
-# name -> "module:function"; the function is called as fn(split, root, download) -> ImageDataset.
+# name -> "module:function"; the function is called as fn(split, root, download) -> ImageDataset, photo
+# datasets (PHOTO_DATASETS) as fn(split, root, download, options: PhotoOptions) and also take split "all".
 # Resolved lazily so that importing the package doesn't import every format reader.
 DATASETS: dict[str, str] = {
     "digits": "clusterloss.data.digits:load_digits",
@@ -20,7 +21,13 @@ DATASETS: dict[str, str] = {
     "imagenet16": "clusterloss.data.imagenet:load_imagenet16",
     "imagenet32": "clusterloss.data.imagenet:load_imagenet32",
     "imagenet64": "clusterloss.data.imagenet:load_imagenet64",
+    "imagefolder": "clusterloss.data.imagefolder:load_imagefolder",
+    "cub200": "clusterloss.data.cub:load_cub200",
 }
+
+# Photo datasets: decoded once into a memory-mapped cache (image_cache.py), split "all" = every image;
+# under zero_shot every image of a class goes to the side of its class (the deep-metric-learning protocol).
+PHOTO_DATASETS = {"imagefolder", "cub200"}
 
 
 def dataset_names() -> list[str]:
@@ -37,19 +44,27 @@ def _resolve(name: str) -> Callable[..., ImageDataset]:
 
 
 def load_dataset(
-    name: str, split: str, root: str | Path | None = None, download: bool = False
+    name: str, split: str, root: str | Path | None = None, download: bool = False, options=None
 ) -> ImageDataset:
-    """Load ``split`` ("train" or "test") of dataset ``name`` from ``root``.
+    """Load ``split`` ("train" or "test"; photo datasets also "all") of dataset ``name`` from ``root``.
 
     Returns an ``ImageDataset`` (uint8 images [N, C, H, W], int64 labels [N] 0-based, class_names, ...)
-    in the order of the source files. ``digits`` needs no root; the others read their official files
-    under ``root`` (see each module), fetching them first when ``download=True`` and that is possible.
+    in the order of the source files (photo datasets: sorted by class). ``digits`` needs no root; the others
+    read their official files under ``root`` (see each module), fetching them first when ``download=True``
+    and that is possible. ``options``: a ``PhotoOptions`` for photo datasets (None = defaults), ignored by
+    the others.
     """
-    if split not in ("train", "test"):
+    photo = name in PHOTO_DATASETS
+    if split not in ("train", "test") and not (photo and split == "all"):
         raise ValueError(
-            f"split must be 'train' or 'test' (for ImageNet, test = official validation), got {split!r}"
+            f"split must be 'train' or 'test' (for ImageNet, test = official validation"
+            f"{'; photo datasets also take all' if photo else ''}), got {split!r}"
         )
     loader = _resolve(name)
     if name != "digits" and root is None:
         raise ValueError(f"dataset {name!r} needs root= (the folder holding its files)")
+    if photo:
+        from clusterloss.data.image_cache import PhotoOptions
+
+        return loader(split, Path(root), download, options or PhotoOptions())
     return loader(split, None if root is None else Path(root), download)
