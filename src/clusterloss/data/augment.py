@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from clusterloss.data.augment_affine import affine_augmentation
 
 __all__ = [
     "AUGMENTATIONS",
@@ -274,6 +275,7 @@ AUGMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "crop_flip": _crop_flip,
     "random_resized_crop": random_resized_crop,
     "none": _no_augmentation,
+    "affine": affine_augmentation,  # Omniglot: shifts, rotations, scale (augment_affine.py)
 }
 
 

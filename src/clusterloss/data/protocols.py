@@ -34,6 +34,7 @@ import torch
 
 from clusterloss.data.augment import channel_stats
 from clusterloss.data.dataset import ImageDataset
+from clusterloss.data.omniglot_protocol import OMNIGLOT_DATASETS, omniglot_splits
 from clusterloss.data.registry import PHOTO_DATASETS, load_dataset
 
 __all__ = ["Splits", "build_splits", "PROTOCOLS"]
@@ -138,6 +139,8 @@ def splits_from_config(data, root: str | Path | None = None, download: bool | No
 
     ``root`` / ``download`` override the config's (e.g. a dataset folder that moved since training).
     """
+    if data.name in OMNIGLOT_DATASETS:  # split by alphabet (omniglot_protocol.py)
+        return omniglot_splits(data, root, download)
     options = None
     if data.name in PHOTO_DATASETS:
         from clusterloss.data.image_cache import PhotoOptions  # PIL and the cache only for photo datasets

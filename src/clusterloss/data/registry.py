@@ -23,6 +23,9 @@ DATASETS: dict[str, str] = {
     "imagenet64": "clusterloss.data.imagenet:load_imagenet64",
     "imagefolder": "clusterloss.data.imagefolder:load_imagefolder",
     "cub200": "clusterloss.data.cub:load_cub200",
+    "omniglot": "clusterloss.data.omniglot:load_omniglot",  # bundled; see omniglot.py / omniglot_protocol.py
+    "omniglot_small2": "clusterloss.data.omniglot:load_omniglot_small2",
+    "omniglot_full": "clusterloss.data.omniglot:load_omniglot_full",
 }
 
 # Photo datasets: decoded once into a memory-mapped cache (image_cache.py), split "all" = every image;
@@ -61,7 +64,7 @@ def load_dataset(
             f"{'; photo datasets also take all' if photo else ''}), got {split!r}"
         )
     loader = _resolve(name)
-    if name != "digits" and root is None:
+    if name not in ("digits", "omniglot") and root is None:
         raise ValueError(f"dataset {name!r} needs root= (the folder holding its files)")
     if photo:
         from clusterloss.data.image_cache import PhotoOptions
