@@ -36,6 +36,8 @@ class DataConfig:
     image_size: int | None = None      # side of the network input in pixels; None = the dataset's native size
     cache_dir: str | None = None       # where decoded-image caches are built (None = beside the data)
     skip_bad_images: bool = False      # photos that fail to decode: error (default) or skip and report a count
+    eval_groups: list | None = None    # Omniglot: alphabets of the background set held out for evaluation
+    rotation_classes: bool = False     # Omniglot: characters rotated by 90/180/270 degrees as new classes
     cache_size: int | None = None      # photos: side of the cached square; None = round(image_size / 0.875)
     train_fraction: float = 0.8        # imagefolder, closed: share of each class's images used for training
     split_file: str | None = None      # imagefolder, closed: "<relative path> <train|test>" lines (README)
@@ -103,7 +105,7 @@ class EvalConfig:
     ks: list = field(default_factory=lambda: [1, 2, 4, 8])
     kmeans_seeds: list = field(default_factory=lambda: [0, 1, 2])
     best_metric: str = "nmi"           # the eval metric that decides best.pt (higher is better)
-    oneshot: bool | None = None        # the 20 official Omniglot one-shot runs; None = on for omniglot datasets
+    oneshot: bool | None = None        # the 20 official Omniglot one-shot runs; None = on for omniglot*
     episodes: int = 0                  # N-way K-shot episodes drawn from the eval split (0 = none)
     ways: list = field(default_factory=lambda: [5, 20])
     shots: list = field(default_factory=lambda: [1])
@@ -173,8 +175,8 @@ class Config:
         metrics += ["oneshot"] + [f"{n}way{k}shot{rule}" for n in ev.ways for k in ev.shots
                                   for rule in ("", "_ncm")]  # metrics/fewshot.py
         if ev.episodes < 0 or ev.queries < 1 or any(n < 2 for n in ev.ways) or any(k < 1 for k in ev.shots):
-            raise ValueError(f"eval.episodes must be >= 0, eval.queries >= 1, eval.ways >= 2, eval.shots >= 1; "
-                             f"got {ev.episodes}, {ev.queries}, {ev.ways}, {ev.shots}")
+            raise ValueError(f"eval.episodes must be >= 0, eval.queries >= 1, eval.ways >= 2, eval.shots "
+                             f">= 1; got {ev.episodes}, {ev.queries}, {ev.ways}, {ev.shots}")
         if ev.best_metric not in metrics:
             raise ValueError(_unknown_key(ev.best_metric, metrics).replace("config key", "eval.best_metric")
                              + " (higher is better)")
