@@ -97,7 +97,7 @@ class Trainer:
         self.norm_mean, self.norm_std = input_normalization(self.model, self.splits.mean, self.splits.std)
         self.loader = DeviceBatchLoader(self.splits.train, self.sampler, device, self.norm_mean,
                                         self.norm_std, augment=d.augment, padding=d.padding,
-                                        generator=self.augment_rng)
+                                        generator=self.augment_rng, augmentation=d.augmentation)
         self.steps_per_epoch = len(self.sampler)
         if t.steps_per_epoch is not None:
             if not 1 <= t.steps_per_epoch <= len(self.sampler):
