@@ -53,3 +53,60 @@ def test_sgd_groups_no_decay_and_loss_parameters():
     assert n_model == len(list(model.parameters()))
     assert opt.defaults["nesterov"] is True
     assert len(build_sgd(model, torch.nn.Module(), lr=0.1).param_groups) == 1
+
+
+def test_head_lr_multiplier_splits_the_head_and_the_schedule_scales_both():
+    from clusterloss.schedule import build_optimizer
+
+    model = build_model("convnet", embedding_dim=4, in_channels=1, width=4)
+    opt = build_optimizer("sgd", model, torch.nn.Module(), lr=0.01, no_decay_bn_bias=True,
+                          head_lr_multiplier=10)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert list(groups) == ["model", "model_no_decay", "head", "head_no_decay"]  # fixed order
+    head_ids = {id(p) for p in model.head.parameters()}
+    assert {id(p) for g in ("head", "head_no_decay") for p in groups[g]["params"]} == head_ids
+    assert not head_ids & {id(p) for g in ("model", "model_no_decay") for p in groups[g]["params"]}
+    assert groups["head"]["base_lr"] == pytest.approx(0.1)
+    assert groups["model"]["base_lr"] == pytest.approx(0.01)
+    sched = IterationSchedule(opt, total_steps=4, schedule="step", milestones=(0.5,))
+    sched.step()
+    sched.step()
+    assert groups["head"]["lr"] == pytest.approx(0.01) and groups["model"]["lr"] == pytest.approx(0.001)
+
+
+def test_frozen_backbone_leaves_only_head_groups_and_all_frozen_is_an_error():
+    from clusterloss.schedule import build_optimizer
+
+    model = build_model("convnet", embedding_dim=4, in_channels=1, width=4)
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    opt = build_optimizer("adamw", model, torch.nn.Module(), lr=1e-3, head_lr_multiplier=10)
+    assert [g["name"] for g in opt.param_groups] == ["head"]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        build_optimizer("sgd", model, torch.nn.Module(), lr=0.1)
+
+
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                      ("adamw", torch.optim.AdamW)])
+def test_optimizer_choice_steps_like_torch_itself(name, cls):
+    from clusterloss.schedule import build_optimizer
+
+    torch.manual_seed(0)
+    ours, reference = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    reference.load_state_dict(ours.state_dict())
+    opt = build_optimizer(name, ours, torch.nn.Module(), lr=0.01, weight_decay=0.1)
+    kwargs = {"momentum": 0.9, "nesterov": True} if name == "sgd" else {}
+    ref_opt = cls(reference.parameters(), lr=0.01, weight_decay=0.1, **kwargs)
+    assert type(opt) is cls
+    x = torch.randn(8, 3)
+    for _ in range(3):
+        for net, o in ((ours, opt), (reference, ref_opt)):
+            o.zero_grad()
+            net(x).square().sum().backward()
+            o.step()
+    for a, b in zip(ours.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer("lamb", ours, torch.nn.Module(), lr=0.1)

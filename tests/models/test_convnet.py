@@ -38,7 +38,8 @@ _REGISTRY_OPTIONS = {"timm": {"arch": "resnet18"}, "torchvision": {"arch": "goog
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_registry_builds_every_model(name):
     in_channels = 1 if name == "convnet" else 3
-    model = build_model(name, embedding_dim=8, in_channels=in_channels, **_REGISTRY_OPTIONS.get(name, {})).eval()
+    options = _REGISTRY_OPTIONS.get(name, {})
+    model = build_model(name, embedding_dim=8, in_channels=in_channels, **options).eval()
     size = 8 if name == "convnet" else 32
     with torch.no_grad():
         out = model(torch.randn(2, in_channels, size, size).contiguous(memory_format=torch.channels_last))

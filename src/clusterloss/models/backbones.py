@@ -189,7 +189,8 @@ def torchvision_model(embedding_dim: int = 64, in_channels: int = 3, arch: str |
     """A torchvision backbone (``arch``: one of ``TORCHVISION_BACKBONES``) + ``PooledEmbeddingHead``."""
     if arch not in TORCHVISION_BACKBONES:
         raise ValueError(f"model.name: torchvision needs model.options.arch, one of "
-                         f"{sorted(TORCHVISION_BACKBONES)} (got {arch!r}); other architectures: model.name: timm")
+                         f"{sorted(TORCHVISION_BACKBONES)} (got {arch!r}); other architectures: "
+                         "model.name: timm")
     if in_channels != 3:
         raise ValueError(f"torchvision {arch} takes 3-channel images, the data have {in_channels}")
     if pw.is_offline(pretrained):

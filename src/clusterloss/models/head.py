@@ -86,8 +86,9 @@ class EmbeddingNet(nn.Module):
     ``freeze_bn``: the backbone's BatchNorm layers stay in eval mode during training (running statistics
     frozen, their affine parameters still learned), the usual choice when fine-tuning with small batches.
     ``freeze_backbone``: the backbone's parameters get no gradient and it stays in eval mode; only the head
-    trains. ``preprocessing``: ``{"mean", "std", "interpolation", "source"}`` the backbone's pretrained weights
-    expect (mean/std per channel in [0, 1] units), or None to normalize with the training images' statistics.
+    trains. ``preprocessing``: ``{"mean", "std", "interpolation", "source"}`` the backbone's pretrained
+    weights expect (mean/std per channel in [0, 1] units), or None to normalize with the training images'
+    statistics.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, *, freeze_bn: bool = False,

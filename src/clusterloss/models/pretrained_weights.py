@@ -68,8 +68,9 @@ def offline_arch(pretrained: str, arch: str | None) -> str:
     if arch in OFFLINE_WEIGHTS:
         return arch
     if arch in _LOOKALIKES:
-        raise ValueError(f"the offline EfficientNet-Lite weights are TensorFlow ports (SAME padding, BatchNorm "
-                         f"eps 1e-3): use model.options.arch: {_LOOKALIKES[arch]} instead of {arch!r}")
+        raise ValueError(f"the offline EfficientNet-Lite weights are TensorFlow ports (SAME padding, "
+                         f"BatchNorm eps 1e-3): use model.options.arch: {_LOOKALIKES[arch]} instead of "
+                         f"{arch!r}")
     raise ValueError(f"model.pretrained: offline has weights only for archs {sorted(OFFLINE_WEIGHTS)}, "
                      f"got arch {arch!r}; use a state-dict path or model.pretrained: true for others")
 
@@ -101,12 +102,13 @@ def convert_by_order(source: Mapping[str, torch.Tensor], target: Mapping[str, to
     if len(src) != len(dst):
         raise ValueError(f"{what}: {len(src)} tensors, but the model has {len(dst)}; they are not the same "
                          "architecture")
-    bad = [f"{ks} {tuple(vs.shape)} -> {kd} {tuple(vd.shape)}" for (ks, vs), (kd, vd) in zip(src, dst)
+    bad = [f"{ks} {tuple(vs.shape)} -> {kd} {tuple(vd.shape)}"
+           for (ks, vs), (kd, vd) in zip(src, dst, strict=True)
            if vs.shape != vd.shape or ks.rsplit(".", 1)[-1] != kd.rsplit(".", 1)[-1]]
     if bad:
         raise ValueError(f"{what}: {len(bad)} of {len(src)} tensors do not match the model in order, shape "
                          f"and kind, e.g. {'; '.join(bad[:5])}")
-    return {kd: vs for (_, vs), (kd, _) in zip(src, dst)}
+    return {kd: vs for (_, vs), (kd, _) in zip(src, dst, strict=True)}
 
 
 def offline_state_dict(arch: str) -> dict[str, torch.Tensor]:
