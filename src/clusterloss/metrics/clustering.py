@@ -1,11 +1,16 @@
 """Clustering quality of an embedding: k-means with K = number of classes, then NMI / AMI against the labels.
 
 k-means runs with faiss when installed (``faiss.Kmeans``, 20 Lloyd iterations, k-means++-free random init,
-at most 256 training points per centroid as faiss samples by default) and falls back to scikit-learn's
-``KMeans`` (k-means++, one init). Each seed gives one assignment; NMI and AMI (arithmetic-mean
-normalisation, as scikit-learn's defaults) are computed with :mod:`clusterloss.metrics.partition_scores` and
-reported as the mean and (population) standard deviation over seeds, because a single k-means run on a few
-thousand points moves NMI by about a percent.
+at most 256 training points per centroid as faiss samples by default; the same call as
+pytorch-metric-learning's ``AccuracyCalculator``, whose one run equals our seed 0) and falls back to
+scikit-learn's ``KMeans`` (k-means++, one init). Embeddings on a GPU are clustered there by a torch Lloyd
+loop (``backend="torch"``: random distinct points as initial centroids, the same number of iterations, an
+empty cluster keeps its previous centroid) instead of being copied to the CPU.
+
+Each seed gives one assignment; NMI and AMI (arithmetic-mean normalisation, as scikit-learn's defaults)
+are computed with :mod:`clusterloss.metrics.partition_scores` and reported as the mean and (population)
+standard deviation over seeds, because a single k-means run on a few thousand points moves NMI by about a
+percent.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ except ImportError:  # pragma: no cover - exercised only where faiss is absent
 
 __all__ = ["KMEANS_BACKENDS", "kmeans", "clustering_scores"]
 
-KMEANS_BACKENDS = ("auto", "faiss", "sklearn")
+KMEANS_BACKENDS = ("auto", "faiss", "sklearn", "torch")
+# Bytes of the point-to-centroid distance block one assignment chunk of the torch backend may use.
+_CHUNK_BYTES = 256 * 2**20
 
 
 def _as_points(embeddings) -> np.ndarray:
@@ -34,20 +41,61 @@ def _as_points(embeddings) -> np.ndarray:
     return np.ascontiguousarray(x.detach().cpu().float().numpy(), dtype=np.float32)
 
 
+def _assign_torch(x: torch.Tensor, sq: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index of each row's nearest centroid (squared Euclidean), in chunks of rows."""
+    csq = (centroids * centroids).sum(dim=1)
+    step = max(1, _CHUNK_BYTES // (4 * centroids.shape[0]))
+    parts = []
+    for start in range(0, x.shape[0], step):
+        rows = slice(start, start + step)
+        d = torch.addmm(sq[rows, None] + csq[None, :], x[rows], centroids.T, alpha=-2.0)
+        parts.append(d.argmin(dim=1))
+    return torch.cat(parts)
+
+
+def _kmeans_torch(x: torch.Tensor, num_clusters: int, seed: int, iterations: int) -> np.ndarray:
+    """Lloyd's k-means on ``x``'s device (the GPU path): random distinct points as initial centroids."""
+    generator = torch.Generator().manual_seed(int(seed))
+    start = torch.randperm(x.shape[0], generator=generator)[:num_clusters].to(x.device)
+    centroids = x[start].clone()
+    sq = (x * x).sum(dim=1)
+    for _ in range(iterations):
+        assignment = _assign_torch(x, sq, centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, x)
+        counts = torch.bincount(assignment, minlength=num_clusters)
+        filled = counts > 0  # an empty cluster keeps its centroid
+        centroids[filled] = sums[filled] / counts[filled, None].to(x.dtype)
+    return _assign_torch(x, sq, centroids).cpu().numpy().astype(np.int64)
+
+
 def kmeans(embeddings, num_clusters: int, *, seed: int = 0, backend: str = "auto", iterations: int = 20):
     """Cluster the rows of ``embeddings`` [N, D] into ``num_clusters`` groups.
+
+    ``backend``: "auto" (torch for a CUDA tensor, else faiss when installed, else scikit-learn), "faiss",
+    "sklearn" or "torch" (Lloyd on the tensor's own device). ``iterations``: Lloyd iterations (faiss, torch;
+    scikit-learn runs at least 100 and stops when converged).
 
     Returns:
         assignment [N] int64 numpy array with values in [0, num_clusters).
     """
-    x = _as_points(embeddings)
-    n = x.shape[0]
-    if not 1 <= num_clusters <= n:
-        raise ValueError(f"num_clusters must be in [1, N={n}], got {num_clusters}")
     if backend not in KMEANS_BACKENDS:
         raise ValueError(f"backend must be one of {KMEANS_BACKENDS}, got {backend!r}")
     if backend == "faiss" and faiss is None:
         raise ValueError("backend='faiss' needs faiss (pip install faiss-cpu); or use backend='sklearn'")
+    if int(iterations) < 1:
+        raise ValueError(f"k-means iterations must be >= 1, got {iterations}")
+    on_gpu = torch.is_tensor(embeddings) and embeddings.device.type != "cpu"
+    if backend == "torch" or (backend == "auto" and on_gpu):
+        x_t = check_embeddings(embeddings).detach().float().contiguous()
+        if not 1 <= num_clusters <= x_t.shape[0]:
+            raise ValueError(f"num_clusters must be in [1, N={x_t.shape[0]}], got {num_clusters}")
+        if num_clusters == 1:
+            return np.zeros(x_t.shape[0], dtype=np.int64)
+        return _kmeans_torch(x_t, int(num_clusters), seed, int(iterations))
+    x = _as_points(embeddings)
+    n = x.shape[0]
+    if not 1 <= num_clusters <= n:
+        raise ValueError(f"num_clusters must be in [1, N={n}], got {num_clusters}")
     if num_clusters == 1:
         return np.zeros(n, dtype=np.int64)
     if backend in ("auto", "faiss") and faiss is not None:
@@ -71,6 +119,7 @@ def clustering_scores(
     seeds: Sequence[int] = (0, 1, 2),
     num_clusters: int | None = None,
     backend: str = "auto",
+    iterations: int = 20,
 ) -> dict[str, float]:
     """NMI and AMI of k-means assignments against ``labels``, mean and std over ``seeds``.
 
@@ -79,12 +128,14 @@ def clustering_scores(
         labels: [N] integer class ids.
         seeds: one k-means run per seed (at least one).
         num_clusters: K of k-means (default: the number of distinct labels).
-        backend: "auto" (faiss when installed), "faiss" or "sklearn".
+        backend: see :func:`kmeans`.
+        iterations: Lloyd iterations per k-means run.
 
     Returns:
         {"nmi", "nmi_std", "ami", "ami_std"} as floats.
     """
-    x = _as_points(embeddings)
+    on_gpu = torch.is_tensor(embeddings) and embeddings.device.type != "cpu"
+    x = check_embeddings(embeddings) if on_gpu else _as_points(embeddings)  # a GPU tensor stays there
     y = check_labels(labels, x.shape[0]).cpu().numpy()
     if len(seeds) == 0:
         raise ValueError("seeds must hold at least one k-means seed, e.g. (0, 1, 2)")
@@ -92,7 +143,7 @@ def clustering_scores(
     y_t = torch.as_tensor(y)
     nmis, amis = [], []
     for seed in seeds:
-        assignment = torch.as_tensor(kmeans(x, k, seed=seed, backend=backend))
+        assignment = torch.as_tensor(kmeans(x, k, seed=seed, backend=backend, iterations=iterations))
         # One contingency pass (with its expected-mutual-information table) serves both scores.
         stats = partition_scores.contingency_statistics(y_t, assignment)
         nmis.append(float(partition_scores.scores_from_statistics("nmi", **stats)))
