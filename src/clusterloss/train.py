@@ -258,8 +258,10 @@ class Trainer:
         from .metrics.evaluate import evaluate_embeddings
 
         embeddings, labels = self.embed_eval_split()
+        # In-Shop-style splits carry a query mask: queries are searched against the gallery only.
         metrics = evaluate_embeddings(embeddings, labels, ks=tuple(self.config.eval.ks),
-                                      kmeans_seeds=tuple(self.config.eval.kmeans_seeds))
+                                      kmeans_seeds=tuple(self.config.eval.kmeans_seeds),
+                                      query_mask=getattr(self.splits.eval, "query_mask", None))
         return {k: float(v) for k, v in metrics.items()}
 
     # -- the loop ------------------------------------------------------------------------------------
