@@ -1,17 +1,16 @@
-"""Building blocks of the search: distances, assignment ties, suffix minima, sparse candidate scoring."""
+"""The search's building blocks: distances, the ground-truth score, assignment ties, the margin score, and the
+search's own contract (determinism, inputs untouched, result types). The search's choices themselves are
+held to the brute-force oracle in test_facility_location_oracle.py."""
 
 import numpy as np
 import pytest
 import torch
+from sklearn import metrics as skm
 
-from clusterloss.losses.candidate_scoring import CandidateScorer
-from clusterloss.losses.facility_search import (
-    _suffix_first_min,
-    assign_to_medoids,
-    ground_truth_facility_score,
-    pairwise_distances,
-)
-from clusterloss.metrics.partition_scores import partition_score
+from clusterloss.contingency import KIND_CODES, SCORE_KINDS
+from clusterloss.losses import facility_search
+from clusterloss.losses.facility_location import ground_truth_facility_score, pairwise_distances
+from clusterloss.metrics.partition_scores import contingency_statistics, partition_score
 
 
 def test_pairwise_distances_expanded_form_clamped_with_zero_gradient():
@@ -25,135 +24,72 @@ def test_pairwise_distances_expanded_form_clamped_with_zero_gradient():
 
 def test_assignment_prefers_first_nearest_and_forces_medoids():
     # points 0 and 1 coincide; medoids [2, 1, 0]: point 0 is forced to slot 2 although slot 1 ties at 0.
-    x = torch.tensor([[0.0], [0.0], [2.0], [1.0]], dtype=torch.float64)
-    d = pairwise_distances(x)
-    pred = assign_to_medoids(d, torch.tensor([2, 1, 0]))
+    d = pairwise_distances(torch.tensor([[0.0], [0.0], [2.0], [1.0]], dtype=torch.float64)).numpy()
+    pred = facility_search._assign(d, np.array([2, 1, 0]))
     assert pred.tolist() == [2, 1, 0, 0]  # point 3 is at distance 1 from slots 0, 1, 2: first wins
 
 
-def test_suffix_first_min_against_brute_force_with_ties():
-    rng = np.random.default_rng(0)
-    rows = torch.tensor(rng.integers(0, 3, size=(6, 40)), dtype=torch.float64)
-    values, first = _suffix_first_min(rows)
-    for k in range(7):
-        for i in range(40):
-            tail = rows[k:, i].tolist()
-            if not tail:
-                assert values[k, i] == float("inf") and first[k, i] == 6
-                continue
-            assert values[k, i] == min(tail) and first[k, i] == k + tail.index(min(tail))
-
-
 def test_ground_truth_score_by_hand():
-    x = torch.tensor([[0.0], [1.0], [3.0], [7.0]], dtype=torch.float64)
-    d = pairwise_distances(x)
+    d = pairwise_distances(torch.tensor([[0.0], [1.0], [3.0], [7.0]], dtype=torch.float64))
     # class {0, 1, 3}: column sums 8, 7, 10 -> -7; class {3}: 0.
     assert ground_truth_facility_score(d, torch.tensor([0, 0, 1, 0]), 2).item() == pytest.approx(-7.0)
 
 
-@pytest.mark.parametrize("kind", ["nmi", "ami", "ari", "vmeasure", "const"])
-def test_sparse_candidate_scores_equal_direct_scores(kind):
-    rng = np.random.default_rng(1)
-    for _ in range(30):
-        b = int(rng.integers(6, 25))
-        r = int(rng.integers(1, b + 1))
-        y = torch.tensor(np.sort(rng.integers(0, r, b)))
-        y = torch.unique(y, return_inverse=True)[1]
-        r = int(y.max()) + 1
-        slots = int(rng.integers(1, 5))
-        base = torch.tensor(rng.integers(0, slots, b))
-        base[:slots] = torch.arange(slots)  # points 0..slots-1 are the (never captured) medoids
-        n_cols = int(torch.unique(base).numel()) + 1
-        num_cand = int(rng.integers(1, 6))
-        captured = torch.tensor(rng.random((num_cand, b)) < 0.4)
-        captured[:, :slots] = False
-        captured[:, -1] = True  # every candidate takes at least one point
-        cand, pt = torch.nonzero(captured, as_tuple=True)
-        scorer = CandidateScorer(y, r, kind, gamma=1.0, round32=False)
-        fast = scorer.candidates(base, slots, n_cols, cand, pt, num_cand)
-        for c in range(num_cand):
-            pred = torch.where(captured[c], slots, base)
-            expected = max(0.0, partition_score(y, pred, kind))
-            assert fast[c].item() == pytest.approx(expected, abs=1e-9)
+def _margin_score(stats, kind, round32=False):
+    names = ("sum_f_cells", "sum_f_rows", "sum_f_cols", "sum_sq_cells", "sum_sq_rows", "sum_sq_cols")
+    return facility_search._margin_score(KIND_CODES[kind], stats["n"], stats["n_rows"], stats["n_cols"],
+                                         *(stats[k] for k in names), stats["emi"], round32)
 
 
-def test_several_base_clusterings_at_once_equal_one_at_a_time():
-    rng = np.random.default_rng(2)
-    y = torch.tensor(rng.integers(0, 4, 20))
-    y = torch.unique(y, return_inverse=True)[1]
-    scorer = CandidateScorer(y, int(y.max()) + 1, "ami", gamma=1.0, round32=False)
-    bases = torch.tensor(rng.integers(0, 3, size=(3, 20)))
-    bases[:, :3] = torch.arange(3)
-    captured = torch.tensor(rng.random((7, 20)) < 0.3)
-    captured[:, :3] = False
-    captured[:, -1] = True
-    cand_base = torch.tensor([0, 0, 1, 2, 2, 2, 1])
-    cand, pt = torch.nonzero(captured, as_tuple=True)
-    together = scorer.candidates(bases, 3, 4, cand, pt, 7, cand_base=cand_base)
-    for c in range(7):
-        one_c, one_pt = torch.nonzero(captured[c : c + 1], as_tuple=True)
-        alone = scorer.candidates(bases[cand_base[c]], 3, 4, one_c, one_pt, 1)
-        assert together[c].item() == pytest.approx(alone.item(), abs=1e-12)
+def test_margin_score_is_the_clamped_partition_score_and_scikit_learns():
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        n = int(rng.integers(1, 30))
+        true = rng.integers(0, int(rng.integers(1, n + 1)), n)
+        pred = rng.integers(0, int(rng.integers(1, n + 1)), n) if trial % 4 else true.copy()
+        stats = contingency_statistics(true, pred)
+        for kind in SCORE_KINDS:
+            assert _margin_score(stats, kind) == max(0.0, partition_score(true, pred, kind)), (kind, trial)
+        assert _margin_score(stats, "nmi") == pytest.approx(skm.normalized_mutual_info_score(true, pred),
+                                                            abs=1e-9)
 
 
-def test_speculative_pam_windows_equal_slot_by_slot_pam():
-    from clusterloss.losses.facility_search import greedy_facility_search, pam_refine
-
-    rng = np.random.default_rng(5)
-    for trial in range(12):
-        b = int(rng.integers(8, 40))
-        y = torch.unique(torch.tensor(rng.integers(0, max(2, b // 3), b)), return_inverse=True)[1]
-        k = int(y.max()) + 1
-        x = torch.tensor(rng.normal(size=(b, 3)))
-        d = pairwise_distances(x)
-        kind = ("nmi", "ami", "ari")[trial % 3]
-        scorer = CandidateScorer(y, k, kind, gamma=float(trial % 4) / 2, round32=False)
-        start = greedy_facility_search(d, scorer, k)
-        sequential = pam_refine(d, scorer, start, 3, window=1)
-        for window in (2, 5, 16):
-            assert torch.equal(pam_refine(d, scorer, start, 3, window=window), sequential)
+def test_round32_rounds_the_score_to_float32():
+    stats = contingency_statistics([0, 0, 1, 1, 2], [0, 1, 1, 1, 2])
+    exact = _margin_score(stats, "nmi")
+    rounded = _margin_score(stats, "nmi", round32=True)
+    assert rounded == float(np.float32(exact)) and rounded != exact
 
 
-@pytest.mark.parametrize("kind", ["nmi", "ami", "ari", "vmeasure", "const"])
-def test_dense_scores_equal_sparse_scores(kind):
-    rng = np.random.default_rng(7)
+def test_search_is_deterministic_leaves_its_inputs_alone_and_returns_fresh_arrays():
+    torch.manual_seed(4)
+    dist = pairwise_distances(torch.randn(40, 5, dtype=torch.float64)).numpy()
+    y = np.arange(40) % 7
+    before = dist.copy()
+    runs = [facility_search.facility_location_search(dist, y, 7, "ami", 1.0, 5, False) for _ in range(3)]
+    assert np.array_equal(dist, before)
+    first = runs[0]
+    assert all(np.array_equal(r.medoids, first.medoids) and r.score == first.score for r in runs)
+    assert first.medoids.dtype == np.int64 and first.greedy_medoids.dtype == np.int64
+    assert not np.shares_memory(first.medoids, first.greedy_medoids)
+    assert first.assignment.tolist() == facility_search._assign(dist, first.medoids).tolist()
+    assert first.score == max(0.0, partition_score(y, first.assignment, "ami"))
+    off = facility_search.facility_location_search(dist, y, 7, "ami", 1.0, 0, False)
+    assert np.array_equal(off.medoids, off.greedy_medoids) and not np.shares_memory(off.medoids,
+                                                                                   off.greedy_medoids)
+
+
+def test_pam_stops_at_a_fixed_point():
+    # A pass that changes nothing is repeated exactly by later passes: 1 and 50 passes give the same medoids
+    # whenever the first pass changes nothing, and 50 passes equal 51 in any case.
+    rng = np.random.default_rng(9)
     for _ in range(20):
-        b = int(rng.integers(6, 25))
-        y = torch.tensor(rng.integers(0, int(rng.integers(1, b + 1)), b))
-        y = torch.unique(y, return_inverse=True)[1]
-        r = int(y.max()) + 1
-        slots = int(rng.integers(1, 5))
-        base = torch.tensor(rng.integers(0, slots, b))
-        base[:slots] = torch.arange(slots)
-        n_cols = int(torch.unique(base).numel()) + 1
-        captured = torch.tensor(rng.random((5, b)) < 0.4)
-        captured[:, :slots] = False
-        captured[:, -1] = True
-        cand, pt = torch.nonzero(captured, as_tuple=True)
-        scorer = CandidateScorer(y, r, kind, gamma=1.0, round32=False)
-        sparse = scorer.candidates(base, slots, n_cols, cand, pt, 5)
-        dense = scorer.dense(torch.where(captured, slots, base[None, :]), slots + 1, n_cols)
-        assert torch.allclose(dense, sparse, rtol=0, atol=1e-12)
-
-
-def test_dense_and_sparse_search_paths_choose_the_same_medoids(monkeypatch):
-    from clusterloss.losses import candidate_scoring, facility_search
-
-    rng = np.random.default_rng(11)
-    for trial in range(15):
-        b = int(rng.integers(2, 40))
-        y = torch.tensor(rng.integers(0, max(1, b // (1 + trial % 3)), b))
-        y = torch.unique(y, return_inverse=True)[1]
+        b = int(rng.integers(4, 30))
+        y = np.unique(rng.integers(0, max(1, b // 3), b), return_inverse=True)[1].astype(np.int64)
+        dist = pairwise_distances(torch.tensor(rng.normal(size=(b, 3)))).numpy()
         k = int(y.max()) + 1
-        # half-integer grids: exact duplicates and distance ties
-        x = rng.integers(-3, 4, size=(b, 2)) / 2.0 if trial % 2 else rng.normal(size=(b, 3))
-        x = torch.tensor(x)
-        d = pairwise_distances(x)
-        kind = ("nmi", "ami", "ari", "vmeasure", "const")[trial % 5]
-        args = (d, y, k, kind, float(trial % 3), 3, False, "tensor")
-        dense = facility_search.facility_location_search(*args)
-        monkeypatch.setattr(candidate_scoring, "DENSE_TABLE_LIMIT", 0)
-        sparse = facility_search.facility_location_search(*args)
-        monkeypatch.undo()
-        assert torch.equal(dense.greedy_medoids, sparse.greedy_medoids)
-        assert torch.equal(dense.medoids, sparse.medoids)
+        runs = {p: facility_search.facility_location_search(dist, y, k, "nmi", 1.0, p, False).medoids
+                for p in (1, 2, 50, 51)}
+        assert np.array_equal(runs[50], runs[51])
+        if np.array_equal(runs[1], runs[2]):
+            assert np.array_equal(runs[1], runs[50])
