@@ -217,9 +217,9 @@ def resized_crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int,
                        flip: torch.Tensor | None = None) -> torch.Tensor:
     """Each image's box (top, left, h, w) resized to ``size x size`` (bilinear), optionally mirrored.
 
-    One ``grid_sample`` for the whole batch, half-pixel centres and edge clamping: the same values as
-    ``torchvision.transforms.functional.resized_crop(img, top, left, h, w, size, antialias=False)`` per
-    image (no antialiasing, so crops shrunk by much more than 2x alias a little). Returns float32 in the
+    One ``grid_sample`` for the whole batch, half-pixel centres, clamped to the box's edge pixels: the same
+    values as ``torchvision.transforms.functional.resized_crop(img, top, left, h, w, size, antialias=False)``
+    per image (no antialiasing, so crops shrunk by much more than 2x alias a little). Returns float32 in the
     input's units.
     """
     b, _, height, width = images.shape
@@ -232,6 +232,11 @@ def resized_crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int,
     theta[:, 1, 1] = h / height
     theta[:, 1, 2] = (2 * top + h) / height - 1
     grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)
+    # clamp to the centres of the box's edge pixels: the crop is resized on its own (no outside neighbours)
+    for axis, start, extent, side in ((0, left, w, width), (1, top, h, height)):
+        low = ((2 * start + 1) / side - 1).view(b, 1, 1)
+        high = ((2 * (start + extent - 1) + 1) / side - 1).view(b, 1, 1)
+        grid[..., axis] = torch.maximum(torch.minimum(grid[..., axis], high), low)
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

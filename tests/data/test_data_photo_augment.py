@@ -1,0 +1,130 @@
+"""The augmentation registry, the 224-px batched random resized crop and the evaluation view, checked
+against torchvision's per-image transforms on PIL images and tensors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from clusterloss.data import DeviceBatchLoader, ImageDataset, iterate_in_order, random_crop_flip
+from clusterloss.data.augment import (
+    AUGMENTATIONS,
+    eval_view,
+    random_resized_crop,
+    register_augmentation,
+    resized_crop_batch,
+    resolve_augmentation,
+    sample_resized_crop_boxes,
+)
+from clusterloss.data.image_cache import EVAL_CROP
+from clusterloss.data.image_decode import decode_square
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (256, 256), (301, 260), (640, 257)])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_eval_view_from_the_cache_is_resize256_centercrop224(tmp_path, official, size, fmt):
+    path = tmp_path / f"photo.{fmt.lower()}"
+    official.photo(path, 5, size, fmt=fmt)
+    cached = torch.from_numpy(decode_square(path, 256, 224))[None]  # what the cache stores
+    ours = eval_view(cached, 224, EVAL_CROP)[0]
+    with Image.open(path) as image:
+        reference = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])(image.convert("RGB"))
+    assert ours.shape == reference.shape == (3, 224, 224)
+    difference = (ours.int() - reference.int()).abs()
+    # identical geometry and filter: equal except where a JPEG >= 2x the target is DCT-downscaled (draft)
+    assert difference.float().mean() < 1.5 and int(difference.max()) <= (255 if min(size) >= 512 else 0)
+
+
+def test_eval_view_with_a_larger_cache_is_close_to_the_standard_view(tmp_path, official):
+    path = tmp_path / "photo.png"
+    official.photo(path, 7, (500, 375))
+    cached = torch.from_numpy(decode_square(path, 320, 280))[None]
+    ours = eval_view(cached, 224, EVAL_CROP)[0]
+    with Image.open(path) as image:
+        reference = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])(image)
+    assert (ours.float() - reference.float()).abs().mean() < 6  # a different resampling path, same view
+
+
+def test_resized_crop_batch_equals_torchvision_resized_crop_per_image():
+    images = torch.randint(0, 256, (6, 3, 40, 52), dtype=torch.uint8)
+    boxes = torch.tensor([[0, 0, 40, 52], [3, 5, 20, 17], [10, 1, 30, 40], [0, 30, 8, 22], [5, 5, 5, 5],
+                          [1, 2, 39, 30]])
+    flips = torch.tensor([False, True, False, True, True, False])
+    ours = resized_crop_batch(images, boxes, 24, flips)
+    for image, (top, left, h, w), flip, out in zip(images, boxes.tolist(), flips, ours, strict=True):
+        expected = TF.resized_crop(image.float(), top, left, h, w, [24, 24], antialias=False)
+        if flip:
+            expected = expected.flip(-1)
+        assert torch.allclose(out, expected, atol=1e-3), (top, left, h, w)
+
+
+def test_random_resized_crop_boxes_follow_torchvision_statistics():
+    n, height, width = 20000, 256, 256
+    boxes = sample_resized_crop_boxes(height, width, n, generator=torch.Generator().manual_seed(0))
+    top, left, h, w = boxes.T.double()
+    assert bool(((top >= 0) & (left >= 0) & (top + h <= height) & (left + w <= width)).all())
+    scale, log_ratio = (h * w / (height * width)).numpy(), torch.log(w / h).numpy()
+    assert scale.min() >= 0.155 and scale.max() <= 1.0
+    assert log_ratio.min() >= math.log(3 / 4) - 0.02 and log_ratio.max() <= math.log(4 / 3) + 0.02
+    torch.manual_seed(0)
+    reference = np.array([T.RandomResizedCrop.get_params(torch.empty(1, height, width), [0.16, 1.0],
+                                                         [3 / 4, 4 / 3]) for _ in range(n)], dtype=float)
+    ref_scale = reference[:, 2] * reference[:, 3] / (height * width)
+    ref_ratio = np.log(reference[:, 3] / reference[:, 2])
+    quantiles = [0.05, 0.25, 0.5, 0.75, 0.95]
+    assert np.allclose(np.quantile(scale, quantiles), np.quantile(ref_scale, quantiles), atol=0.02)
+    assert np.allclose(np.quantile(log_ratio, quantiles), np.quantile(ref_ratio, quantiles), atol=0.03)
+    # positions uniform: mean centre offset ~ 0 (relative to the image centre)
+    centre = ((left + w / 2) / width - 0.5).numpy()
+    assert abs(centre.mean()) < 0.01
+
+
+def test_random_resized_crop_flip_rate_output_and_reproducibility():
+    images = torch.arange(64, dtype=torch.uint8).repeat(400, 3, 64, 1)  # columns increase left to right
+    out = random_resized_crop(images, 32, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (400, 3, 32, 32) and out.dtype == torch.float32
+    assert float(out.min()) >= 0 and float(out.max()) <= 63
+    flipped = (out[:, 0, 0, 0] > out[:, 0, 0, -1]).float().mean()
+    assert 0.43 < float(flipped) < 0.57
+    again = random_resized_crop(images, 32, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+    tall = sample_resized_crop_boxes(10, 100, 50, scale=(0.99, 1.0), ratio=(1.0, 1.0))  # never fits: fallback
+    assert tall[:, 2].eq(10).all() and tall[:, 3].eq(10).all() and tall[:, 1].eq(45).all()
+
+
+def test_registry_builds_every_entry_and_crop_flip_is_unchanged():
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    for name, fn in AUGMENTATIONS.items():
+        out = fn(images, 24, torch.Generator().manual_seed(0), padding=4, crop_fraction=1.0)
+        assert out.shape == (8, 3, 24, 24), name
+    same = AUGMENTATIONS["crop_flip"](images, 32, torch.Generator().manual_seed(3), padding=4)
+    assert torch.equal(same, random_crop_flip(images, 4, torch.Generator().manual_seed(3)))
+    assert torch.equal(AUGMENTATIONS["none"](images, 32), images)
+    dataset = ImageDataset(images, torch.zeros(8, dtype=torch.int64), ["a"])
+    assert resolve_augmentation("auto", dataset) == "crop_flip"
+    with pytest.raises(ValueError, match="Did you mean 'random_resized_crop'"):
+        resolve_augmentation("random_resize_crop", dataset)
+    with pytest.raises(ValueError, match="already registered"):
+        register_augmentation("none", random_resized_crop)
+
+
+def test_loader_produces_view_size_batches_for_photo_datasets():
+    images = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8)
+    labels = torch.arange(4).repeat_interleave(3)
+    photos = ImageDataset(images, labels, list("abcd"), view_size=56, eval_crop=EVAL_CROP,
+                          default_augmentation="random_resized_crop")
+    loader = DeviceBatchLoader(photos, [list(range(12))], "cpu", [0.5] * 3, [0.25] * 3,
+                               generator=torch.Generator().manual_seed(0))
+    assert loader.augmentation == "random_resized_crop"
+    (batch, batch_labels), = list(loader)
+    assert batch.shape == (12, 3, 56, 56) and torch.equal(batch_labels, labels)
+    (evaluated, _), = list(iterate_in_order(photos, 100, "cpu", [0.5] * 3, [0.25] * 3))
+    expected = (images[:, :, 4:60, 4:60].float() / 255 - 0.5) / 0.25
+    assert torch.allclose(evaluated, expected, atol=1e-5)
+    plain = DeviceBatchLoader(photos, [list(range(12))], "cpu", [0.5] * 3, [0.25] * 3, augment=False)
+    (unaugmented, _), = list(plain)
+    assert torch.allclose(unaugmented, expected, atol=1e-5)
