@@ -32,7 +32,8 @@ class Extracted:
 
     embeddings: float32 [N, D]; labels: int64 [N]; images: uint8 [N, C, H, W] (None when loaded from .npy
     without the dataset); class_names: one per class id; meta: dataset, split, protocol, checkpoint, ...;
-    config: the checkpoint's resolved config as a plain dict (None when loaded from .npy).
+    config: the checkpoint's resolved config as a plain dict (None when loaded from .npy);
+    query_mask: bool [N], True = query, False = gallery, for query / gallery splits (In-Shop), else None.
     """
 
     embeddings: np.ndarray
@@ -43,6 +44,7 @@ class Extracted:
     coarse_labels: np.ndarray | None = None
     coarse_class_names: list[str] | None = field(default=None)
     config: dict[str, Any] | None = None
+    query_mask: np.ndarray | None = None
 
 
 def _dataset_for(config, split: str, data_root: str | None):
@@ -102,21 +104,30 @@ def extract(
         "embedding_dim": int(embeddings.shape[1]), "bf16": bool(bf16),
     }
     coarse = dataset.coarse_labels
+    query_mask = getattr(dataset, "query_mask", None)
     return Extracted(embeddings=embeddings.astype(np.float32), labels=dataset.labels.numpy().astype(np.int64),
                      images=dataset.images, class_names=list(dataset.class_names), meta=meta,
                      coarse_labels=None if coarse is None else coarse.numpy(),
-                     coarse_class_names=dataset.coarse_class_names, config=config.to_dict())
+                     coarse_class_names=dataset.coarse_class_names, config=config.to_dict(),
+                     query_mask=None if query_mask is None else query_mask.numpy().astype(bool))
 
 
 def save_extracted(extracted: Extracted, out_dir) -> dict[str, Path]:
-    """Write ``embeddings.npy`` [N, D] float32, ``labels.npy`` [N] int64 and ``embeddings.json`` (meta)."""
+    """Write ``embeddings.npy`` [N, D] float32, ``labels.npy`` [N] int64 and ``embeddings.json`` (meta), and
+    for a query / gallery split ``query_mask.npy`` [N] bool (named in the meta, so ``evaluate --embeddings``
+    finds it)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"embeddings": out / "embeddings.npy", "labels": out / "labels.npy",
              "meta": out / "embeddings.json"}
     np.save(paths["embeddings"], extracted.embeddings.astype(np.float32))
     np.save(paths["labels"], extracted.labels.astype(np.int64))
-    paths["meta"].write_text(json.dumps(extracted.meta, indent=2) + "\n")
+    meta = dict(extracted.meta)
+    if extracted.query_mask is not None:
+        paths["query_mask"] = out / "query_mask.npy"
+        np.save(paths["query_mask"], np.asarray(extracted.query_mask, dtype=bool))
+        meta["query_mask"] = paths["query_mask"].name
+    paths["meta"].write_text(json.dumps(meta, indent=2) + "\n")
     return paths
 
 
@@ -132,10 +143,19 @@ def _load_npy(path, what: str) -> np.ndarray:
                          "numpy.save") from err
 
 
+def _load_query_mask(path, n: int) -> np.ndarray:
+    mask = _load_npy(path, "--query-mask")
+    if mask.dtype != np.bool_ or mask.shape != (n,):
+        raise ValueError(f"query mask {path} must be bool [{n}] (True = query, one per embedding), got "
+                         f"{mask.dtype} {mask.shape}")
+    return mask
+
+
 def load_extracted(embeddings_path, labels_path, *, with_images: bool = False,
-                   data_root: str | None = None) -> Extracted:
+                   data_root: str | None = None, query_mask_path=None) -> Extracted:
     """Read ``.npy`` embeddings and labels; with ``with_images``, reload the split's images (and class names)
-    from the dataset named in the ``embeddings.json`` beside the embeddings."""
+    from the dataset named in the ``embeddings.json`` beside the embeddings. The query mask is read from
+    ``query_mask_path``, else from the file the ``embeddings.json`` names (written by ``extract``)."""
     emb = _load_npy(embeddings_path, "--embeddings")
     labels = _load_npy(labels_path, "--labels")
     if emb.ndim != 2 or labels.ndim != 1 or len(emb) != len(labels):
@@ -146,6 +166,10 @@ def load_extracted(embeddings_path, labels_path, *, with_images: bool = False,
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     out = Extracted(embeddings=emb.astype(np.float32), labels=labels.astype(np.int64), images=None,
                     class_names=None, meta=meta)
+    if query_mask_path is None and meta.get("query_mask"):
+        query_mask_path = Path(embeddings_path).parent / meta["query_mask"]
+    if query_mask_path is not None:
+        out.query_mask = _load_query_mask(query_mask_path, len(emb))
     if with_images:
         if "dataset" not in meta:
             raise ValueError(f"{meta_path} (written by `clusterloss extract`) is needed to find the images; "
@@ -174,6 +198,26 @@ def _title(meta: dict, what: str, metrics: dict | None) -> str:
     return " · ".join(p for p in parts if p)
 
 
+def _fewshot_into(metrics: dict, checkpoint, ex: Extracted, device: str, data_root, picture: Path) -> dict:
+    """Add the run's few-shot metrics (metrics/fewshot_eval.py) to ``metrics``; draw the one-shot episodes
+    (viz/episodes.py) when the official runs were scored. Returns ``{"episodes": png}`` or ``{}``."""
+    from clusterloss.metrics.fewshot_eval import cached_runs, checkpoint_fewshot
+
+    extra, details = checkpoint_fewshot(checkpoint, ex.embeddings, ex.labels, device=device,
+                                        data_root=data_root)
+    metrics.update(extra)
+    if not details:
+        return {}
+    from clusterloss.viz.episodes import episodes_figure
+
+    metrics["oneshot_per_run"] = details["oneshot_per_run"]
+    data = (ex.config or {}).get("data", {})
+    runs = cached_runs(str(data_root or data.get("root") or "") or None, data.get("image_size"))
+    title = f"official one-shot runs: {100 * extra['oneshot']:.1f} % of 400 test items right"
+    return {"episodes": episodes_figure(runs.train, runs.test, runs.answers,
+                                        torch.tensor(details["oneshot_predictions"]), picture, title=title)}
+
+
 def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", tsne: bool = True,
                 tsne_images: bool = False, device: str = "auto", progress: bool = False,
                 data_root: str | None = None) -> dict[str, float]:
@@ -200,9 +244,11 @@ def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", ts
     config = ex.config
     ev = config.get("eval", {})
     metrics = evaluate_embeddings(ex.embeddings, ex.labels, ks=tuple(ev.get("ks", (1, 2, 4, 8))),
-                                  kmeans_seeds=tuple(ev.get("kmeans_seeds", (0, 1, 2))))
-    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+                                  kmeans_seeds=tuple(ev.get("kmeans_seeds", (0, 1, 2))),
+                                  query_mask=ex.query_mask)
     images = {"tsne": None, "curves": None}
+    images.update(_fewshot_into(metrics, ckpt_path, ex, device, data_root, run / "episodes.png"))
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if tsne:
         images["tsne"] = tsne_map(ex.embeddings, ex.labels, run / "tsne.png", class_names=ex.class_names,
                                   images=ex.images if tsne_images else None,
@@ -233,7 +279,8 @@ def _inputs(args, *, with_images: bool = False) -> Extracted:
                        data_root=args.data_root)
     if not (args.embeddings and args.labels):
         raise ValueError("give --checkpoint CKPT, or both --embeddings E.npy and --labels L.npy")
-    return load_extracted(args.embeddings, args.labels, with_images=with_images, data_root=args.data_root)
+    return load_extracted(args.embeddings, args.labels, with_images=with_images, data_root=args.data_root,
+                          query_mask_path=getattr(args, "query_mask", None))
 
 
 def _add_input_args(p: argparse.ArgumentParser, embeddings: bool = True) -> None:
@@ -274,8 +321,28 @@ def _cmd_extract(args) -> int:
 def _cmd_evaluate(args) -> int:
     from clusterloss.metrics import evaluate_embeddings
 
+    gallery = {}
+    if args.gallery_embeddings or args.gallery_labels:
+        if not (args.gallery_embeddings and args.gallery_labels and args.embeddings):
+            raise ValueError("query / gallery evaluation needs --embeddings/--labels (the queries) and both "
+                             "--gallery-embeddings and --gallery-labels")
+        if args.query_mask:
+            raise ValueError("give either --query-mask or --gallery-embeddings/--gallery-labels, not both")
+        g = load_extracted(args.gallery_embeddings, args.gallery_labels)
+        gallery = {"gallery_embeddings": g.embeddings, "gallery_labels": g.labels}
+    if args.query_mask and not args.embeddings:
+        raise ValueError("--query-mask goes with --embeddings/--labels (with --checkpoint the dataset's own "
+                         "query / gallery split is used)")
     ex = _inputs(args)
-    metrics = evaluate_embeddings(ex.embeddings, ex.labels, ks=tuple(args.ks), kmeans_seeds=tuple(args.seeds))
+    if gallery:
+        ex.query_mask = None  # the two files are the split
+    metrics = evaluate_embeddings(ex.embeddings, ex.labels, ks=tuple(args.ks), kmeans_seeds=tuple(args.seeds),
+                                  query_mask=ex.query_mask, clustering_on=args.nmi_on, **gallery)
+    if args.checkpoint:  # few-shot episodes / official one-shot runs when the run's config asks for them
+        from clusterloss.metrics.fewshot_eval import checkpoint_fewshot
+
+        metrics.update(checkpoint_fewshot(args.checkpoint, ex.embeddings, ex.labels, device=args.device,
+                                          data_root=args.data_root)[0])
     print(format_table(metrics))
     out = Path(args.out) if args.out else Path(args.checkpoint or args.embeddings).parent / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -343,6 +410,13 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--out", help="metrics JSON (default: metrics.json beside the input)")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="the K of Recall@K")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="k-means seeds for NMI / AMI")
+    p.add_argument("--gallery-embeddings", help="query / gallery mode: gallery embeddings [M, D] .npy "
+                   "(--embeddings/--labels are then the queries)")
+    p.add_argument("--gallery-labels", help="gallery labels [M] .npy matching --gallery-embeddings")
+    p.add_argument("--query-mask", help="query / gallery mode on one array: bool [N] .npy, True = query "
+                   "(default: the query_mask.npy that `extract` wrote for an In-Shop split, if any)")
+    p.add_argument("--nmi-on", default="union", choices=["union", "query", "gallery"],
+                   help="query / gallery mode: what k-means clusters for NMI / AMI (default: the union)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = subparsers.add_parser("tsne", help="2-D t-SNE map coloured by class (or with image thumbnails)")
