@@ -55,7 +55,8 @@ def run_lock(run_dir: str | Path, command: str = "train", *, create: bool = True
     """Hold the exclusive lock of ``run_dir`` for the ``with`` block (``create``: make the folder first)."""
     run_dir = Path(run_dir)
     if not create and not run_dir.is_dir():
-        raise ValueError(f"run directory {run_dir} does not exist (or is not a folder); check the path")
+        raise ValueError(f"cannot resume: run directory {run_dir} does not exist (or is not a folder); "
+                         "check the path")
     _writable_dir(run_dir)
     key = str(run_dir.resolve())
     if key in _held:
