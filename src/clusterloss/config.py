@@ -270,12 +270,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"config {str(path)!r} is a folder, not a YAML file; give a file such as "
+                             f"{path / 'digits_convnet.yaml'}")
         if not path.is_file():
             raise ValueError(f"config file {str(path)!r} not found")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = _read_yaml(path) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a config file must be a mapping of sections (data:, model:, ...)")
     return Config.from_dict(apply_overrides(values, list(overrides or [])))
+
+
+def _read_yaml(path: Path) -> Any:
+    """Parse a YAML file; a binary file or a syntax error is one ValueError naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file (not UTF-8); a config is YAML text") from None
+    if "\x00" in text:
+        raise ValueError(f"{path} is not a text file (it holds NUL bytes); a config is YAML text")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}{where}: invalid YAML ({problem}); fix the syntax there") from None
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -28,7 +28,9 @@ from . import distributed
 from .checkpoint import (
     capture_rng_state,
     load_backbone,
-    load_checkpoint,
+    load_resumable,
+    load_weights,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
 )
@@ -54,7 +56,8 @@ class TrainingInterrupted(RuntimeError):
 class Trainer:
     """Owns the objects of one run; ``fit()`` trains to ``config.train.epochs`` and returns eval metrics."""
 
-    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
+                 resume_from: tuple[dict[str, Any], Path] | None = None) -> None:
         from .data.loader import DeviceBatchLoader
         from .data.protocols import splits_from_config
         from .data.sampler import ClassBalancedBatchSampler
@@ -139,7 +142,7 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self._stop_signal: int | None = None
         if resume:
-            self._resume()
+            self._resume(resume_from)
         self.writer = None
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,15 +175,16 @@ class Trainer:
         state = self.state_dict()  # collective under DDP: every rank takes part
         if self.main:
             for name in names:
-                save_checkpoint(state, self.run_dir / name)
+                # last.pt keeps the checkpoint it replaces as last.prev.pt: resume falls back to it.
+                save_checkpoint(state, self.run_dir / name, keep_previous=name == "last.pt")
 
-    def _resume(self) -> None:
-        path = self.run_dir / "last.pt"
-        ckpt = load_checkpoint(path, map_location="cpu")
+    def _resume(self, found: tuple[dict[str, Any], Path] | None = None) -> None:
+        """Continue from the newest readable checkpoint (``last.pt``, else an older intact one)."""
+        ckpt, path = found or load_resumable(self.run_dir, map_location="cpu")
         if ckpt.get("world_size", 1) != self.world:
             raise ValueError(f"{path} was written by {ckpt.get('world_size')} processes, now {self.world}; "
                              "resume with the same number of processes")
-        self.model.load_state_dict(ckpt["model"])
+        load_weights(self.model, ckpt["model"], str(path))
         self.loss_fn.load_state_dict(ckpt["loss"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["scheduler"])
@@ -389,18 +393,19 @@ def train(config: Config | None, run_dir: str | Path, resume: bool = False) -> d
 
 
 def _train_locked(config: Config | None, run_dir: Path, resume: bool) -> dict[str, Any]:
+    found = None
+    if distributed.is_main_process():  # we hold the lock: no save is running, leftovers are a killed one's
+        remove_stale_temp_files(run_dir)
     if resume:
-        last = run_dir / "last.pt"
-        if not last.exists():
-            raise ValueError(f"cannot resume: {last} does not exist (was the run started in this folder?)")
+        found = load_resumable(run_dir)  # last.pt, or an older intact checkpoint when it is unreadable
         if config is None:
-            config = Config.from_dict(load_checkpoint(last)["config"])
+            config = Config.from_dict(found[0]["config"])
     elif config is None:
         raise ValueError("train() needs a config unless resume=True")
     elif (run_dir / "last.pt").exists():
         raise ValueError(f"{run_dir} already holds a run (last.pt); resume it with --resume or pick a new "
                          "--run-dir")
-    metrics = Trainer(config, run_dir, resume=resume).fit()
+    metrics = Trainer(config, run_dir, resume=resume, resume_from=found).fit()
     if distributed.launched_by_torchrun() and distributed.is_distributed():
         # Only after success: a failed rank just exits and torchrun stops the others.
         dist.barrier()  # no rank tears the group down while another still talks to it
