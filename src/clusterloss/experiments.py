@@ -21,26 +21,14 @@ from typing import Any
 import torch
 import yaml
 
+from .checkpoint import load_checkpoint
 from .config import Config, load_config
+from .config_files import find_config  # noqa: F401  (a config path, or a packaged config's name)
+from .run_lock import run_lock
 from .utils.files import atomic_write_text
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TABLE_METRICS = ("nmi", "recall@1", "recall@2", "recall@4", "recall@8", "map@r")
 DEFAULT_LOSSES = ("facility_location", "triplet_semihard", "lifted_structure", "npairs", "multi_similarity")
-
-
-def find_config(name_or_path: str | Path) -> Path:
-    """A config path as given, or a bare name (``digits_convnet``) looked up in ``configs/`` of the working
-    directory and then of the source checkout."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    for folder in (Path("configs"), REPO_CONFIGS):
-        candidate = folder / f"{path.stem}.yaml"
-        if candidate.is_file():
-            return candidate
-    raise ValueError(f"config {str(name_or_path)!r} not found (give a YAML path, or a name from "
-                     f"{REPO_CONFIGS})")
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -132,12 +120,25 @@ def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | N
 
     Writes ``references.json`` (raw pixels, untrained network) beside the analysis of ``analyze_run``.
     """
+    run_dir = Path(run_dir)
+    config = load_config(find_config("digits_convnet"), overrides)
+    with run_lock(run_dir, "quickstart"):  # held through training, analysis and the report
+        return _quickstart_locked(run_dir, config)
+
+
+def _epochs_done(run_dir: Path) -> int | None:
+    try:
+        return int(load_checkpoint(run_dir / "last.pt").get("epoch", 0))
+    except (ValueError, TypeError):  # missing or unreadable: train() resumes from an intact older one
+        return None
+
+
+def _quickstart_locked(run_dir: Path, config: Config) -> dict[str, Any]:
     from .analysis import analyze_run
     from .train import train
 
-    run_dir = Path(run_dir)
-    config = load_config(find_config("digits_convnet"), overrides)
     check_same_settings(run_dir, config)
+    done_before = _epochs_done(run_dir)
     start = time.perf_counter()
     # A finished quickstart is simply re-analysed; an interrupted one continues.
     train(config, run_dir, resume=(run_dir / "last.pt").exists())
@@ -147,8 +148,11 @@ def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | N
     _write_json(run_dir / "references.json", references)
     trained = analyze_run(run_dir, checkpoint="last.pt")
     rows = {**references, "trained (facility location)": trained}
-    print(f"\nZero-shot digits (train on 0-4, evaluate on 5-9), {config.train.epochs} epochs in "
-          f"{train_seconds:.1f} s:\n")
+    if done_before is not None and done_before >= config.train.epochs:
+        trained_now = f"reused the finished run in {run_dir} ({done_before} epochs trained earlier, none now)"
+    else:
+        trained_now = f"{config.train.epochs} epochs in {train_seconds:.1f} s"
+    print(f"\nZero-shot digits (train on 0-4, evaluate on 5-9), {trained_now}:\n")
     print(comparison_table(rows))
     print(f"\nReport: {(run_dir / 'report.html').resolve()}")
     return rows
@@ -187,8 +191,6 @@ def compare(config_path: str | Path, losses: list[str], seeds: int = 3, out: str
     epochs on the evaluation classes would leak them into the result).
     """
     from .losses import LOSSES
-    from .train import train
-    from .viz.comparison import plot_comparison
 
     config_path = find_config(config_path)
     unknown = [name for name in losses if name not in LOSSES]
@@ -197,8 +199,15 @@ def compare(config_path: str | Path, losses: list[str], seeds: int = 3, out: str
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     out = Path(out) if out is not None else Path("runs") / "compare" / config_path.stem
-    out.mkdir(parents=True, exist_ok=True)
-    base = list(overrides or [])
+    with run_lock(out, "compare"):  # one compare per output folder (each train() locks its own run too)
+        return _compare_locked(config_path, losses, seeds, out, list(overrides or []), per_loss)
+
+
+def _compare_locked(config_path: Path, losses: list[str], seeds: int, out: Path, base: list[str],
+                    per_loss: list[str] | None) -> dict[str, Any]:
+    from .train import train
+    from .viz.comparison import plot_comparison
+
     results: dict[str, list[dict[str, float]]] = {}
     for loss in losses:
         for seed in range(seeds):
