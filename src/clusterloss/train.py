@@ -266,7 +266,8 @@ class Trainer:
         metrics = evaluate_embeddings(embeddings, labels, ks=tuple(self.config.eval.ks),
                                       kmeans_seeds=tuple(self.config.eval.kmeans_seeds),
                                       query_mask=getattr(self.splits.eval, "query_mask", None))
-        return {k: float(v) for k, v in metrics.items()}
+        # An undefined score stays None (JSON null, with its reason under "undefined"), never NaN.
+        return {k: float(v) if isinstance(v, (int, float)) else v for k, v in metrics.items()}
 
     # -- the loop ------------------------------------------------------------------------------------
     def _handle_signal(self, signum, frame) -> None:
@@ -296,7 +297,8 @@ class Trainer:
                     if self.main:
                         self.last_eval = self.evaluate()
                         self.log("eval", self.last_eval)
-                        value = self.last_eval.get(ev.best_metric, -math.inf)
+                        value = self.last_eval.get(ev.best_metric)
+                        value = value if isinstance(value, (int, float)) else -math.inf
                         if value > self.best["value"]:
                             self.best = {"metric": ev.best_metric, "value": value, "epoch": self.epoch}
                             names = ("last.pt", "best.pt")
