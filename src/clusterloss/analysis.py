@@ -258,7 +258,8 @@ def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", ts
                                          title=_title(ex.meta, "retrieval", metrics))
     if (run / "metrics.jsonl").exists():
         images["curves"] = curves(run / "metrics.jsonl", run / "curves.png",
-                                  title=f"{run.resolve().name} · training curves")
+                                  title=f"{run.resolve().name} · training curves",
+                                  shown=(ckpt_path.name, ex.meta.get("epoch")))  # the header's checkpoint
     references_path = run / "references.json"
     references = json.loads(references_path.read_text()) if references_path.exists() else None
     write_report(run / "report.html", run_name=run.resolve().name, config=config, metrics=metrics,
@@ -295,18 +296,32 @@ def _add_input_args(p: argparse.ArgumentParser, embeddings: bool = True) -> None
     p.add_argument("--data-root", help="dataset folder, if it moved since training")
 
 
+SCORE_KEYS = ("nmi", "ami", "precision@1", "r_precision", "map@r")
+
+
+def _is_score(key: str) -> bool:
+    return key in SCORE_KEYS or key.startswith("recall@")
+
+
 def format_table(metrics: dict) -> str:
+    """One line per metric; scores in percent (as the report and the quickstart table show them)."""
     undefined = metrics.get("undefined") or {}
     rows = [(k, v) for k, v in metrics.items() if not k.endswith("_std") and k != "undefined"]
-    width = max(len(k) for k, _ in rows)
+    names = {k: f"{k} (%)" if _is_score(k) else k for k, _ in rows}
+    width = max(len(name) for name in names.values())
     lines = []
     for key, value in rows:
         std = metrics.get(f"{key}_std")
+        scale = 100 if _is_score(key) else 1
         if value is None:
             text = f"undefined ({undefined.get(key, 'no value')})"
+        elif isinstance(value, float):
+            text = f"{scale * value:.2f}" if scale == 100 else f"{value:.4f}"
         else:
-            text = f"{value:.4f}" if isinstance(value, float) else str(value)
-        lines.append(f"{key:<{width}}  {text}" + (f" ± {std:.4f}" if std is not None else ""))
+            text = str(value)
+        spread = f" ± {scale * std:.2f}" if isinstance(std, (int, float)) and scale == 100 else (
+            f" ± {std:.4f}" if isinstance(std, (int, float)) else "")
+        lines.append(f"{names[key]:<{width}}  {text}{spread}")
     return "\n".join(lines)
 
 
@@ -376,10 +391,35 @@ def _cmd_tsne(args) -> int:
     return 0
 
 
+# Largest retrieval grid drawn: beyond this a picture is unreadable (and k=10,000 took minutes and a
+# 33,000-px-wide PNG).
+MAX_GRID_QUERIES = 64
+MAX_GRID_K = 32
+
+
+def check_grid_size(queries: int, k: int, n: int | None = None) -> None:
+    """``--queries`` and ``--k`` of the retrieval grid: at least 1, at most what the picture and (given ``n``
+    samples) the data allow."""
+    if not 1 <= queries <= MAX_GRID_QUERIES:
+        raise ValueError(f"--queries must be in [1, {MAX_GRID_QUERIES}] (rows of the picture), got {queries}")
+    if not 1 <= k <= MAX_GRID_K:
+        raise ValueError(f"--k must be in [1, {MAX_GRID_K}] (neighbours per row), got {k}")
+    if n is not None:
+        if n < 2:
+            raise ValueError(f"the split has {n} image(s); a retrieval grid needs at least 2")
+        if k > n - 1:
+            raise ValueError(f"--k {k} is more than the {n - 1} other images of this split; use --k {n - 1} "
+                             "or fewer")
+        if queries > n:
+            raise ValueError(f"--queries {queries} is more than the {n} images of this split")
+
+
 def _cmd_retrieval(args) -> int:
     from clusterloss.viz.retrieval_grid import retrieval_grid
 
+    check_grid_size(args.queries, args.k)  # before the (slow) extraction
     ex = extract(args.checkpoint, args.split, device=args.device, progress=True, data_root=args.data_root)
+    check_grid_size(args.queries, args.k, len(ex.labels))
     out = retrieval_grid(ex.embeddings, ex.labels, ex.images, args.out, n_queries=args.queries, k=args.k,
                          class_names=ex.class_names, seed=args.seed,
                          title=_title(ex.meta, "retrieval", _quick_metrics(ex)))
@@ -432,8 +472,8 @@ def add_subcommands(subparsers) -> None:
     p = subparsers.add_parser("retrieval", help="grid of queries and their nearest neighbours")
     _add_input_args(p, embeddings=False)
     p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--queries", type=int, default=8, help="number of query rows")
-    p.add_argument("--k", type=int, default=8, help="neighbours per query")
+    p.add_argument("--queries", type=int, default=8, help=f"number of query rows (1-{MAX_GRID_QUERIES})")
+    p.add_argument("--k", type=int, default=8, help=f"neighbours per query (1-{MAX_GRID_K})")
     p.add_argument("--seed", type=int, default=0, help="query selection seed")
     p.set_defaults(func=_cmd_retrieval)
 
