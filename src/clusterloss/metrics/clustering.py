@@ -86,18 +86,21 @@ def kmeans(embeddings, num_clusters: int, *, seed: int = 0, backend: str = "auto
         raise ValueError(f"k-means iterations must be >= 1, got {iterations}")
     on_gpu = torch.is_tensor(embeddings) and embeddings.device.type != "cpu"
     if backend == "torch" or (backend == "auto" and on_gpu):
-        x_t = check_embeddings(embeddings).detach().float().contiguous()
-        if not 1 <= num_clusters <= x_t.shape[0]:
-            raise ValueError(f"num_clusters must be in [1, N={x_t.shape[0]}], got {num_clusters}")
-        if num_clusters == 1:
-            return np.zeros(x_t.shape[0], dtype=np.int64)
-        return _kmeans_torch(x_t, int(num_clusters), seed, int(iterations))
-    x = _as_points(embeddings)
+        x = check_embeddings(embeddings).detach().float().contiguous()
+    else:
+        x = _as_points(embeddings)
+    return _kmeans(x, num_clusters, seed=seed, backend=backend, iterations=iterations)
+
+
+def _kmeans(x, num_clusters: int, *, seed: int, backend: str, iterations: int) -> np.ndarray:
+    """:func:`kmeans` on checked points: a float32 tensor (torch backend) or a float32 C-contiguous array."""
     n = x.shape[0]
     if not 1 <= num_clusters <= n:
         raise ValueError(f"num_clusters must be in [1, N={n}], got {num_clusters}")
     if num_clusters == 1:
         return np.zeros(n, dtype=np.int64)
+    if torch.is_tensor(x):
+        return _kmeans_torch(x, int(num_clusters), seed, int(iterations))
     if backend in ("auto", "faiss") and faiss is not None:
         # min_points_per_centroid=1 silences faiss's "please provide at least 39 points per centroid".
         km = faiss.Kmeans(x.shape[1], num_clusters, niter=iterations, seed=int(seed) + 1234,
@@ -134,8 +137,17 @@ def clustering_scores(
     Returns:
         {"nmi", "nmi_std", "ami", "ami_std"} as floats.
     """
+    if backend not in KMEANS_BACKENDS:
+        raise ValueError(f"backend must be one of {KMEANS_BACKENDS}, got {backend!r}")
+    if backend == "faiss" and faiss is None:
+        raise ValueError("backend='faiss' needs faiss (pip install faiss-cpu); or use backend='sklearn'")
+    if int(iterations) < 1:
+        raise ValueError(f"k-means iterations must be >= 1, got {iterations}")
     on_gpu = torch.is_tensor(embeddings) and embeddings.device.type != "cpu"
-    x = check_embeddings(embeddings) if on_gpu else _as_points(embeddings)  # a GPU tensor stays there
+    if backend == "torch" or (backend == "auto" and on_gpu):  # a GPU tensor stays there
+        x = check_embeddings(embeddings).detach().float().contiguous()
+    else:
+        x = _as_points(embeddings)
     y = check_labels(labels, x.shape[0]).cpu().numpy()
     if len(seeds) == 0:
         raise ValueError("seeds must hold at least one k-means seed, e.g. (0, 1, 2)")
@@ -143,7 +155,7 @@ def clustering_scores(
     y_t = torch.as_tensor(y)
     nmis, amis = [], []
     for seed in seeds:
-        assignment = torch.as_tensor(kmeans(x, k, seed=seed, backend=backend, iterations=iterations))
+        assignment = torch.as_tensor(_kmeans(x, k, seed=seed, backend=backend, iterations=iterations))
         # One contingency pass (with its expected-mutual-information table) serves both scores.
         stats = partition_scores.contingency_statistics(y_t, assignment)
         nmis.append(float(partition_scores.scores_from_statistics("nmi", **stats)))

@@ -19,6 +19,7 @@ import torch
 
 from clusterloss.metrics.clustering import clustering_scores
 from clusterloss.metrics.retrieval import retrieval_metrics
+from clusterloss.utils.threads import idle_cores, torch_threads
 from clusterloss.validation import check_embeddings, check_labels
 
 __all__ = ["evaluate_embeddings", "METRIC_KEYS", "CLUSTERING_ON"]
@@ -99,6 +100,15 @@ def evaluate_embeddings(
     """
     if clustering_on not in CLUSTERING_ON:
         raise ValueError(f"clustering_on must be one of {CLUSTERING_ON}, got {clustering_on!r}")
+    # torch's CPU ops here are many and small: on a busy machine they run faster on the idle cores only
+    # (as faiss does, utils.threads), since every parallel region waits for its slowest thread.
+    with torch_threads(max(1, min(idle_cores(), torch.get_num_threads()))):
+        return _evaluate(embeddings, labels, ks, kmeans_seeds, gallery_embeddings, gallery_labels, query_mask,
+                         clustering, clustering_on, kmeans_iterations, knn_backend, kmeans_backend)
+
+
+def _evaluate(embeddings, labels, ks, kmeans_seeds, gallery_embeddings, gallery_labels, query_mask,
+              clustering, clustering_on, kmeans_iterations, knn_backend, kmeans_backend) -> dict[str, Any]:
     two_sets = gallery_embeddings is not None or gallery_labels is not None or query_mask is not None
     # One query and one gallery sample suffice; the union must still hold two classes (checked below).
     x = check_embeddings(embeddings, min_rows=1 if two_sets else 2)

@@ -207,8 +207,14 @@ def iter_knn(
         ordered by (distance, index); the query itself never appears among its neighbours.
     """
     x = _as_float_tensor(embeddings, min_rows=2 if gallery is None else 1)
+    g = None if gallery is None else _as_gallery(gallery, x)
+    return _iter_knn(x, k, query_indices=query_indices, gallery=g, backend=backend, chunk_size=chunk_size)
+
+
+def _iter_knn(x, k, *, query_indices, gallery, backend, chunk_size):
+    """:func:`iter_knn` on checked float32 tensors (``gallery`` None or on ``x``'s device)."""
     n = x.shape[0]
-    g = x if gallery is None else _as_gallery(gallery, x)
+    g = x if gallery is None else gallery
     targets = n - 1 if gallery is None else g.shape[0]
     if not 1 <= k <= targets:
         what = "N - 1" if gallery is None else "the gallery size"
@@ -315,7 +321,8 @@ def retrieval_metrics(
     recall_hits = torch.zeros(len(ks), dtype=torch.int64)
     sums = {"precision@1": 0.0, "r_precision": 0.0, "map@r": 0.0}
     positions = torch.arange(1, k_r + 1, dtype=torch.float64)
-    for q, _, idx in iter_knn(x, k_needed, query_indices=queries[scored], gallery=g, backend=backend):
+    for q, _, idx in _iter_knn(x, k_needed, query_indices=queries[scored], gallery=g, backend=backend,
+                               chunk_size=None):
         hits = ids_g[idx.cpu()] == ids_q[q][:, None]  # [B, k]
         # Position of each query's first positive (k_needed if none): Recall@K = first < K, for every K.
         first = torch.where(hits.any(dim=1), hits.to(torch.uint8).argmax(dim=1), k_needed)
