@@ -266,8 +266,18 @@ class Trainer:
         metrics = evaluate_embeddings(embeddings, labels, ks=tuple(self.config.eval.ks),
                                       kmeans_seeds=tuple(self.config.eval.kmeans_seeds),
                                       query_mask=getattr(self.splits.eval, "query_mask", None))
+        metrics.update(self._fewshot(embeddings, labels))
         # An undefined score stays None (JSON null, with its reason under "undefined"), never NaN.
         return {k: float(v) if isinstance(v, (int, float)) else v for k, v in metrics.items()}
+
+    def _fewshot(self, embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Few-shot episodes (``eval.episodes``) and the official Omniglot one-shot runs."""
+        from .metrics.fewshot_eval import fewshot_metrics, model_embedder
+
+        embed = model_embedder(self.model, self.norm_mean, self.norm_std, self.device,
+                               self.config.eval.batch_size, amp_dtype=self.amp_dtype,
+                               memory_format=self.memory_format)
+        return fewshot_metrics(self.config, embeddings, labels, embed)[0]
 
     # -- the loop ------------------------------------------------------------------------------------
     def _handle_signal(self, signum, frame) -> None:
