@@ -1,8 +1,8 @@
 """The ``quickstart`` and ``compare`` commands: whole experiments built from train() and the analysis tools.
 
-``quickstart`` trains the facility-location loss on scikit-learn's bundled digits (zero-shot: digits 0-4
-train, 5-9 are evaluated), then writes the analysis of the run and prints its metrics next to two references
-computed on the same evaluation images: raw pixels, and the same network untrained.
+``quickstart`` (in ``quickstart.py``) trains the facility-location loss on bundled Omniglot (or digits), then
+writes the analysis of the run and prints its metrics next to two references computed on the same evaluation
+images: raw pixels, and the same network untrained (``reference_metrics``).
 
 ``compare`` trains several losses under one config (same data, model, budget, protocol and seeds) and writes a
 paper-style table (mean ± std over seeds) as Markdown and JSON, plus a bar chart. Each (loss, seed) run lives
@@ -115,15 +115,12 @@ def comparison_table(rows: dict[str, dict[str, Any]], metrics: tuple[str, ...] =
     return "\n".join(lines)
 
 
-def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train on digits (zero-shot), analyse the run, and return ``{row name: metrics}`` (trained last).
+def quickstart(run_dir: str | Path = "runs/quickstart", overrides: list[str] | None = None,
+               dataset: str = "omniglot") -> dict[str, Any]:
+    """``clusterloss quickstart``: see :func:`clusterloss.quickstart.quickstart` (Omniglot, or digits)."""
+    from .quickstart import quickstart as run_quickstart
 
-    Writes ``references.json`` (raw pixels, untrained network) beside the analysis of ``analyze_run``.
-    """
-    run_dir = Path(run_dir)
-    config = load_config(find_config("digits_convnet"), overrides)
-    with run_lock(run_dir, "quickstart"):  # held through training, analysis and the report
-        return _quickstart_locked(run_dir, config)
+    return run_quickstart(run_dir, overrides, dataset)
 
 
 def _epochs_done(run_dir: Path) -> int | None:
@@ -131,31 +128,6 @@ def _epochs_done(run_dir: Path) -> int | None:
         return int(load_checkpoint(run_dir / "last.pt").get("epoch", 0))
     except (ValueError, TypeError):  # missing or unreadable: train() resumes from an intact older one
         return None
-
-
-def _quickstart_locked(run_dir: Path, config: Config) -> dict[str, Any]:
-    from .analysis import analyze_run
-    from .train import train
-
-    check_same_settings(run_dir, config)
-    done_before = _epochs_done(run_dir)
-    start = time.perf_counter()
-    # A finished quickstart is simply re-analysed; an interrupted one continues.
-    train(config, run_dir, resume=(run_dir / "last.pt").exists())
-    train_seconds = time.perf_counter() - start
-    references = reference_metrics(config)
-    # analyze_run puts references.json into the report, next to the run's own metrics.
-    _write_json(run_dir / "references.json", references)
-    trained = analyze_run(run_dir, checkpoint="last.pt")
-    rows = {**references, "trained (facility location)": trained}
-    if done_before is not None and done_before >= config.train.epochs:
-        trained_now = f"reused the finished run in {run_dir} ({done_before} epochs trained earlier, none now)"
-    else:
-        trained_now = f"{config.train.epochs} epochs in {train_seconds:.1f} s"
-    print(f"\nZero-shot digits (train on 0-4, evaluate on 5-9), {trained_now}:\n")
-    print(comparison_table(rows))
-    print(f"\nReport: {(run_dir / 'report.html').resolve()}")
-    return rows
 
 
 # -- compare ---------------------------------------------------------------------------------------
@@ -243,7 +215,7 @@ def _compare_locked(config_path: Path, losses: list[str], seeds: int, out: Path,
 
 # -- CLI -------------------------------------------------------------------------------------------
 def _run_quickstart(args: argparse.Namespace) -> int:
-    quickstart(args.run_dir, args.set)
+    quickstart(args.run_dir, args.set, args.dataset)
     return 0
 
 
@@ -264,10 +236,13 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("quickstart",
-                              help="train + evaluate + report on the bundled digits (no download)")
+                              help="train + evaluate + report on bundled Omniglot (or digits); no download")
+    p.add_argument("--dataset", default="omniglot", choices=("omniglot", "digits"),
+                   help="omniglot (default: configs/omniglot_conv4.yaml, the official one-shot runs) or "
+                        "digits (configs/digits_convnet.yaml, seconds)")
     p.add_argument("--run-dir", default="runs/quickstart", help="output folder (default: runs/quickstart)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key of configs/digits_convnet.yaml, e.g. train.epochs=3")
+                   help="override a key of the quickstart's config, e.g. train.epochs=3")
     p.set_defaults(func=_run_quickstart)
 
     p = subparsers.add_parser("compare", help="train several losses under one config and tabulate them")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from torch import nn
 
 from .backbones import timm_model, torchvision_model
+from .conv4 import conv4
 from .convnet import convnet
 from .densenet import densenet40, densenet_bc40, densenet_bc100
 
@@ -17,6 +18,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "densenet_bc40": densenet_bc40,
     "densenet_bc100": densenet_bc100,
     "convnet": convnet,
+    "conv4": conv4,  # the few-shot literature's 4-block convnet (Omniglot quickstart)
     "timm": timm_model,
     "torchvision": torchvision_model,
 }

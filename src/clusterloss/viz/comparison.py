@@ -13,7 +13,14 @@ import numpy as np  # noqa: E402
 
 
 def metric_label(key: str) -> str:
-    """Short column label of a metric key: ``nmi`` -> NMI, ``recall@4`` -> R@4, ``map@r`` -> MAP@R."""
+    """Short column label of a metric key: ``nmi`` -> NMI, ``recall@4`` -> R@4, ``map@r`` -> MAP@R; few-shot
+    (metrics/fewshot.py): ``oneshot`` -> 1-shot runs, ``20way1shot`` -> 20-way 1-shot (``_ncm``: + NCM)."""
+    if key == "oneshot":
+        return "1-shot runs"
+    if "way" in key and "shot" in key and key.split("way")[0].isdigit():
+        ways, rest = key.split("way", 1)
+        shots, _, rule = rest.partition("shot")
+        return f"{ways}-way {shots}-shot" + (f" {rule.strip('_').upper()}" if rule else "")
     return key.replace("recall@", "R@").upper()
 
 

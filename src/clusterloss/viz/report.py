@@ -22,7 +22,11 @@ __all__ = ["render_report", "write_report"]
 METRIC_LABELS = {
     "nmi": "NMI", "ami": "AMI", "recall@1": "Recall@1", "recall@2": "Recall@2", "recall@4": "Recall@4",
     "recall@8": "Recall@8", "precision@1": "Precision@1", "r_precision": "R-Precision", "map@r": "MAP@R",
+    # few-shot (metrics/fewshot.py): official Omniglot runs and N-way K-shot episodes on the evaluation split
+    "oneshot": "One-shot (20 official runs)", "5way1shot": "5-way 1-shot", "20way1shot": "20-way 1-shot",
+    "5way5shot": "5-way 5-shot", "5way5shot_ncm": "5-way 5-shot (class means)",
 }
+_FEWSHOT_CARDS = ("oneshot", "20way1shot")
 
 CSS = """
 :root { --ink:#1f2328; --muted:#656d76; --line:#d0d7de; --bg:#f6f8fa; --accent:#0b6e4f; }
@@ -66,7 +70,8 @@ def _img_tag(path: Path | None, alt: str) -> str:
 
 
 def _is_score(key: str) -> bool:
-    return key.removesuffix("_std") in METRIC_LABELS or key.startswith("recall@")
+    key = key.removesuffix("_std").removesuffix("_ci95")
+    return key in METRIC_LABELS or key.startswith("recall@") or "way" in key and "shot" in key
 
 
 def _fmt(value, key: str = "") -> str:
@@ -89,11 +94,12 @@ def _metrics_table(metrics: Mapping) -> str:
     rows = []
     for key in keys:
         std = metrics.get(f"{key}_std")
+        std = metrics.get(f"{key}_ci95", std)  # few-shot episodes: 95 % confidence interval
         spread = f" ± {_fmt(std, key)}" if isinstance(std, (int, float)) else ""
         why = f" ({html.escape(str(undefined[key]))})" if metrics[key] is None and key in undefined else ""
         rows.append(f"<tr><td>{html.escape(METRIC_LABELS.get(key, key))}</td>"
                     f'<td class="num">{_fmt(metrics[key], key)}{spread}{why}</td></tr>')
-    extra = [k for k in metrics if k not in keys and not k.endswith("_std") and k != "undefined"]
+    extra = [k for k in metrics if k not in keys and not k.endswith(("_std", "_ci95")) and k != "undefined"]
     for key in extra:
         rows.append(f"<tr><td>{html.escape(key)}</td><td class=\"num\">{_fmt(metrics[key], key)}</td></tr>")
     head = "<table><tr><th>metric</th><th style='text-align:right'>value</th></tr>"
@@ -101,14 +107,17 @@ def _metrics_table(metrics: Mapping) -> str:
 
 
 def _cards(metrics: Mapping) -> str:
-    cards = [(k, METRIC_LABELS[k], metrics[k]) for k in ("nmi", "recall@1", "map@r", "ami") if k in metrics]
+    shown = [k for k in _FEWSHOT_CARDS if isinstance(metrics.get(k), float)]
+    shown += ["nmi", "recall@1", "map@r", "ami"]
+    cards = [(k, METRIC_LABELS[k], metrics[k]) for k in shown if k in metrics]
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="v">{_fmt(v, key)}</div><div class="k">{html.escape(k)} (%)</div>'
         "</div>" for key, k, v in cards) + "</div>"
 
 
 def _references_table(references: Mapping[str, Mapping], metrics: Mapping) -> str:
-    keys = [k for k in ("nmi", "recall@1", "recall@2", "recall@4", "recall@8", "map@r") if k in metrics]
+    keys = [k for k in ("oneshot", "5way1shot", "20way1shot", "nmi", "recall@1", "recall@2", "recall@4",
+                        "recall@8", "map@r") if k in metrics]
     head = "<table style='max-width:900px'><tr><th></th>" + "".join(
         f"<th style='text-align:right'>{html.escape(METRIC_LABELS.get(k, k))}</th>" for k in keys) + "</tr>"
     rows = [(name, values, False) for name, values in references.items()] + [("this run", metrics, True)]
@@ -173,6 +182,12 @@ def render_report(
         "retrieval": ("Retrieval examples",
                       "Each row: a query, then its nearest neighbours (green: same class, red: other)."),
     }
+    if images.get("episodes") is not None:  # few-shot runs only (viz/episodes.py)
+        captions["episodes"] = (
+            "One-shot episodes",
+            "Each row: a test item of an official one-shot run, then its 20 candidates (one drawing per "
+            "character); the nearest one by the learned embedding is framed, green when right, red when "
+            "wrong (the right one underlined).")
     for key, (name, caption) in captions.items():
         parts.append(f"<section><h2>{name}</h2><figure>{_img_tag(images.get(key), name)}"
                      f"<figcaption>{html.escape(caption)}</figcaption></figure></section>")
