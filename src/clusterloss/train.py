@@ -339,10 +339,13 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=self.steps_per_epoch, initial=done, desc=f"epoch {self.epoch + 1}/{t.epochs}",
                        dynamic_ncols=True, leave=False)
-        start, images_seen, losses = time.perf_counter(), 0, []
+        start, images_seen, losses, margins = time.perf_counter(), 0, [], []
         for images, labels in batches:
             lr = self.optimizer.param_groups[0]["lr"]
             losses.append(self.train_step(images, labels))
+            margin = loss_margin_stats(self.loss_fn)  # facility location only: its margin's share
+            if margin is not None:
+                margins.append(margin)
             self.step += 1
             images_seen += images.shape[0] * self.world
             rate = images_seen / max(time.perf_counter() - start, 1e-9)
@@ -351,7 +354,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
             if t.log_every_steps and self.step % t.log_every_steps == 0:
                 recent = losses[-t.log_every_steps:]
-                self.log("train", {"loss": sum(recent) / len(recent), "lr": lr, "images_per_s": rate})
+                values = {"loss": sum(recent) / len(recent), "lr": lr, "images_per_s": rate}
+                window = margins[-t.log_every_steps:]
+                for key in ("margin", "margin_share") if window else ():
+                    values[key] = sum(m[key] for m in window) / len(window)
+                self.log("train", values)
             if t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0:
                 self.save()
             if self._stop_requested() and self.step < (self.epoch + 1) * self.steps_per_epoch:
@@ -365,6 +372,18 @@ class Trainer:
         message = (f"{name} received: saved {self.run_dir / 'last.pt'} after step {self.step} ({self.epoch} "
                    f"epochs complete); continue with `clusterloss train --resume {self.run_dir}`")
         raise TrainingInterrupted(message, self._stop_signal or signal.SIGTERM)
+
+
+def loss_margin_stats(loss_fn: nn.Module) -> dict[str, float] | None:
+    """The facility-location margin of the last batch and its share of the hinge's argument,
+    ``margin / (margin + |F(S*) - F~(y)|)`` in [0, 1] (= margin / loss when the energy gap is >= 0), from
+    the loss module's ``last_stats`` (``{"margin", "energy_gap"}``); None for losses without them."""
+    inner = getattr(loss_fn, "loss", None)
+    stats = getattr(loss_fn, "last_stats", None) or getattr(inner, "last_stats", None)
+    if not stats:
+        return None
+    margin, gap = float(stats["margin"]), abs(float(stats["energy_gap"]))
+    return {"margin": margin, "margin_share": margin / (margin + gap) if margin + gap > 0 else 0.0}
 
 
 def _to_cpu(value: Any) -> Any:

@@ -6,9 +6,9 @@ the training augmentation (``data.augmentation``, e.g. random resized crop + fli
 that cache once per protocol (training images of the training classes: V views; unseen images: view 0),
 then trains one embedding head per run (``PooledEmbeddingHead``: Linear -> L2, as on top of the backbone in
 end-to-end training) with the run's loss, sampler (P classes x K images, each image in a random one of its
-views), SGD and schedule, and evaluates the final head once on its evaluation split. Validation runs use the
-cached training features of the classes ``data.validation=true`` carves out (checked by class name against
-the real validation splits, which must not contain a class of the final evaluation split).
+views), optimizer and schedule, and evaluates the final head once on its evaluation split. Validation runs
+use the cached training features of the classes ``data.validation=true`` carves out (checked by class name
+against the real validation splits, which must not contain a class of the final evaluation split).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from ..losses import build_loss
 from ..metrics.evaluate import evaluate_embeddings
 from ..models.head import PooledEmbeddingHead, global_pool
 from ..models.registry import build_model_from_config
-from ..schedule import IterationSchedule, build_sgd
+from ..schedule import IterationSchedule, build_optimizer
+from ..train import loss_margin_stats
 from .runs import check_no_leak, check_same_settings, class_names_of, read_done, write_json
 
 __all__ = ["view_features", "FeatureRunner", "train_head", "loss_options"]
@@ -55,10 +56,11 @@ def _pooled(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def view_features(model: torch.nn.Module, dataset, views: int, augmentation: str = "auto", seed: int = 0,
-                  batch_size: int = 64, mean=None, std=None) -> torch.Tensor:
+                  batch_size: int = 64, mean=None, std=None, parts_dir: Path | None = None) -> torch.Tensor:
     """float16 [N, views, F] pooled backbone features of ``dataset`` (view 0: evaluation view; the others:
-    ``augmentation`` drawn from a generator seeded with ``seed``). ``mean`` / ``std`` default to the model's
-    ``preprocessing`` (pretrained weights), which must then exist."""
+    ``augmentation``; batch i draws from a generator seeded with ``(seed, i)``, so a resumed extraction gives
+    the same features). ``mean`` / ``std`` default to the model's ``preprocessing`` (pretrained weights).
+    ``parts_dir``: each batch's features are saved there and reused (a long extraction survives a kill)."""
     if views < 1:
         raise ValueError(f"features.views must be >= 1, got {views}")
     pre = getattr(model, "preprocessing", None)
@@ -72,13 +74,21 @@ def view_features(model: torch.nn.Module, dataset, views: int, augmentation: str
     crop = float(getattr(dataset, "eval_crop", 1.0))
     augment = AUGMENTATIONS[resolve_augmentation(augmentation, dataset)]
     scale, shift = normalization_affine(mean, std, int(dataset.images.shape[1]), torch.device("cpu"))
-    generator = torch.Generator().manual_seed(seed)
     parts = []
-    for start in range(0, len(dataset), batch_size):
+    for i, start in enumerate(range(0, len(dataset), batch_size)):
+        part = None if parts_dir is None else Path(parts_dir) / f"part{i:05d}.pt"
+        if part is not None and part.exists():
+            parts.append(torch.load(part, weights_only=True))
+            continue
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
         images = dataset.images[start:start + batch_size]
         batch = [eval_view(images, size, crop)]
         batch += [augment(images, size, generator) for _ in range(views - 1)]
         parts.append(torch.stack([_pooled(model, apply_affine(v, scale, shift)) for v in batch], 1).half())
+        if part is not None:
+            part.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(parts[-1], part.with_suffix(".tmp"))
+            part.with_suffix(".tmp").replace(part)
     return torch.cat(parts)
 
 
@@ -97,8 +107,8 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
     sampler = ClassBalancedBatchSampler(train_labels, t.batch_classes, t.batch_samples, seed=t.seed)
     per_epoch = t.steps_per_epoch or len(sampler)
     total = per_epoch * t.epochs
-    optimizer = build_sgd(head, loss_fn, t.lr, t.momentum, t.nesterov, t.weight_decay, t.no_decay_bn_bias,
-                          config.loss.param_lr_multiplier)
+    optimizer = build_optimizer(t.optimizer, head, loss_fn, t.lr, t.momentum, t.nesterov, t.weight_decay,
+                                t.no_decay_bn_bias, config.loss.param_lr_multiplier)
     schedule = IterationSchedule(optimizer, total, t.schedule, t.milestones, t.lr_decay,
                                  round(t.warmup_epochs * per_epoch), t.min_lr / t.lr)
     views = torch.Generator().manual_seed(t.seed * 1_000_003)
@@ -121,7 +131,7 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
             schedule.step()
             step += 1
             losses.append(float(loss))
-            stats = _margin_stats(loss_fn)
+            stats = loss_margin_stats(loss_fn)
             if stats is not None:
                 shares.append(stats["margin_share"])
                 margins.append(stats["margin"])
@@ -146,17 +156,6 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return out
-
-
-def _margin_stats(loss_fn: torch.nn.Module) -> dict[str, float] | None:
-    """The facility-location loss's ``last_stats`` (margin and energy gap of the last batch), as a share."""
-    inner = getattr(loss_fn, "loss", loss_fn)
-    stats = getattr(inner, "last_stats", None)
-    if not stats:
-        return None
-    margin, gap = float(stats["margin"]), float(stats["energy_gap"])
-    total = abs(margin) + abs(gap)
-    return {"margin": margin, "margin_share": margin / total if total > 0 else 0.0}
 
 
 def _cache_key(config: Config, views: int, seed: int) -> str:
@@ -201,8 +200,9 @@ class FeatureRunner:
             (self.final_splits.mean, self.final_splits.std)
         start = time.perf_counter()
         train = view_features(model, self.final_splits.train, self.views, config.data.augmentation, self.seed,
-                              batch_size, mean, std)
-        evaluation = view_features(model, self.final_splits.eval, 1, "none", self.seed, batch_size, mean, std)
+                              batch_size, mean, std, self.folder / "parts_train")
+        evaluation = view_features(model, self.final_splits.eval, 1, "none", self.seed, batch_size, mean, std,
+                                   self.folder / "parts_eval")
         seconds = time.perf_counter() - start
         cache = {"train": train, "train_labels": self.final_splits.train.labels.clone(),
                  "eval": evaluation[:, 0].contiguous(), "eval_labels": self.final_splits.eval.labels.clone()}
@@ -210,6 +210,9 @@ class FeatureRunner:
         tmp = path.with_suffix(".tmp")
         torch.save(cache, tmp)
         tmp.replace(path)
+        for folder in ("parts_train", "parts_eval"):  # the whole cache is in place: the pieces can go
+            for part in sorted((self.folder / folder).glob("part*.pt")):
+                part.unlink()
         images = len(self.final_splits.train) * self.views + len(self.final_splits.eval)
         write_json(self.folder / "features.json", {
             "key": self.key, "views": self.views, "seed": self.seed, "seconds": seconds,

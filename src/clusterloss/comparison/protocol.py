@@ -135,7 +135,7 @@ def run_protocol(path: str | Path, runs_dir: str | Path | None = None, results_d
         for name in sweep.losses:
             if name not in tuned:
                 continue
-            for value in trial_points(Entry(sweep.name, "", space=sweep.values), _grid_size(sweep.values)):
+            for value in sweep.points:
                 runs = []
                 for seed in sweep.seeds:
                     tag = "_".join(f"{k.split('.')[-1]}{v}" for k, v in value.items())
@@ -153,9 +153,3 @@ def run_protocol(path: str | Path, runs_dir: str | Path | None = None, results_d
     _log(f"written: {results_dir / 'compare.md'}")
     return summary
 
-
-def _grid_size(space: dict[str, list]) -> int:
-    size = 1
-    for values in space.values():
-        size *= len(values)
-    return size

@@ -27,6 +27,10 @@ the budget of each phase::
         space: {loss.options.margin: [0.2, 0.05, 0.1, 0.4]}
     sweeps:                           # optional one-factor studies, validation split only
       gamma: {losses: [facility_location], seeds: [0], values: {loss.margin_multiplier: [0.3, 1, 10, 100]}}
+      per_batch:                      # or explicit points (here P x K at 128 images per batch)
+        losses: [facility_location]
+        values: [{train.batch_classes: 8, train.batch_samples: 16},
+                 {train.batch_classes: 32, train.batch_samples: 4}]
 
 Trial points: the space is the grid of its listed values (first value of each key first). A grid with
 exactly ``trials`` points is used whole; a larger one gives its first point (list the defaults first) and
@@ -68,7 +72,7 @@ class Sweep:
     name: str
     losses: list[str]
     seeds: list[int]
-    values: dict[str, list]
+    points: list[dict[str, Any]]
 
 
 @dataclass
@@ -183,8 +187,17 @@ def load_protocol(path: str | Path) -> Protocol:
         bad = [e for e in losses if e not in entries]
         if bad:
             raise ValueError(f"{where}: sweeps.{name}.losses {bad} are not entries of losses:")
+        values = body.get("values")
+        if isinstance(values, list):  # explicit points, e.g. P x K pairs at equal batch size
+            if not values or not all(isinstance(v, dict) and v for v in values):
+                raise ValueError(f"{where}: sweeps.{name}.values as a list holds mappings of "
+                                 "section.key: value")
+            points = [dict(v) for v in values]
+        else:
+            space = _space(values, f"{where}: sweeps.{name}.values")
+            points = [dict(zip(space, v, strict=True)) for v in itertools.product(*space.values())]
         sweeps.append(Sweep(name=name, losses=list(losses), seeds=list(body.get("seeds", tune_seeds)),
-                            values=_space(body.get("values"), f"{where}: sweeps.{name}.values")))
+                            points=points))
     protocol = Protocol(
         name=str(raw.get("name", path.stem)), config=_resolve_config(_need(raw, "config", where, str), path),
         trainer=trainer, set=_string_list(raw.get("set"), f"{where}: set"), reference=reference,
