@@ -3,16 +3,31 @@
 Each (tool, N) runs in a fresh subprocess so that its peak resident memory is its own: "peak RSS" is
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that process (imports + data + evaluation), "base RSS" the
 current RSS (/proc/self/statm) after imports and data generation, just before the evaluation starts.
-Data: N points in D = 64 around C Gaussian class centres (same seed for both tools, so the same data).
 
-* clusterloss: NMI + AMI (k-means with K = C, 3 seeds), Recall@1/2/4/8, Precision@1, R-Precision, MAP@R.
+Data (same seed for both tools, so the same data):
+
+* N = 10,000 / 100,000 / 1,000,000: D = 64, C = 100 / 1,000 / 1,000 Gaussian class centres, class of each
+  point uniform at random, noise 1.3, L2-normalized.
+* N = 60,502 ("SOP"): Stanford Online Products' evaluation split in shape: D = 512, 11,316 classes of 2-12
+  images (mean 5.35). SOP's per-class histogram is not published, so the sizes are synthesized: each class
+  draws its size from a discrete exponential p(s) ~ exp(-lambda s) on s = 2..12 with lambda fitted (bisection)
+  so that the mean is 60,502 / 11,316, then single classes are moved up or down by one image (within 2..12)
+  until the total is exactly 60,502; centres N(0, I), noise 2.2 (R@1 ~0.79, as published SOP models),
+  L2-normalized.
+
+Tools, each with its k-means settings stated in the table:
+
+* clusterloss: ``evaluate_embeddings``: NMI + AMI (faiss k-means, K = C, 20 iterations, one run per seed),
+  Recall@K (1, 2, 4, 8; SOP: 1, 10, 100, 1000), Precision@1, R-Precision, MAP@R, one kNN for all of them.
+  The main row uses one k-means seed (seed 0 = faiss seed 1234, the very call PML makes); the "default
+  seeds" row (N <= 100k) the command-line default of three seeds.
 * PML: ``AccuracyCalculator(include=(NMI, AMI, precision_at_1, r_precision, mean_average_precision_at_r),
-  k="max_bin_count")`` (one k-means run; its kNN is faiss too).
+  k="max_bin_count")``: faiss k-means (``FaissKMeans(niter=20)``, one run, seed 1234) and a faiss kNN.
 
 At N = 1M the exact leave-one-out kNN of all 1M queries costs ~10^12 distance evaluations (~25 min on
 2 cores), so the retrieval metrics use a random 20,000-query subset searched against all 1M points (k-means
 still clusters all 1M points), and PML is skipped (it would need the full 1M x 1M search and a 1M x 999 int64
-neighbour table, 8 GB). Usage: python benchmarks/eval_speed.py [--sizes 10000 100000 1000000]
+neighbour table, 8 GB). Usage: python benchmarks/eval_speed.py [--sizes 10000 100000 60502 1000000]
 """
 
 from __future__ import annotations
@@ -27,17 +42,46 @@ import time
 
 import numpy as np
 
-CONFIGS = {10_000: 100, 100_000: 1000, 1_000_000: 1000}  # N -> number of classes
-DIM = 64
+SOP = 60_502
+# N -> (classes, D, Recall@K's K)
+CONFIGS = {10_000: (100, 64, (1, 2, 4, 8)), 100_000: (1000, 64, (1, 2, 4, 8)),
+           SOP: (11_316, 512, (1, 10, 100, 1000)), 1_000_000: (1000, 64, (1, 2, 4, 8))}
 SUBSET_FROM = 1_000_000  # N at which retrieval uses a query subset
 SUBSET_QUERIES = 20_000
+DEFAULT_SEEDS_UP_TO = 100_000  # the 3-seed row is run up to this N (at SOP one k-means run is ~3 min)
 
 
-def make_data(n: int, classes: int, seed: int = 0):
+def sop_class_sizes(classes: int = 11_316, total: int = SOP, lo: int = 2, hi: int = 12, seed: int = 0):
+    """Class sizes in lo..hi with the given total: discrete exponential fitted to the mean, then fixed up."""
+    sizes = np.arange(lo, hi + 1)
+    a, b = 0.0, 5.0
+    for _ in range(60):  # bisection on lambda: the mean falls as lambda grows
+        lam = (a + b) / 2
+        p = np.exp(-lam * sizes)
+        p /= p.sum()
+        a, b = (lam, b) if (p * sizes).sum() > total / classes else (a, lam)
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, n)
-    centres = rng.normal(size=(classes, DIM)).astype(np.float32)
-    x = centres[labels] + 1.3 * rng.standard_normal(size=(n, DIM), dtype=np.float32)
+    out = rng.choice(sizes, size=classes, p=p)
+    diff = total - int(out.sum())
+    while diff:
+        i, step = rng.integers(classes), (1 if diff > 0 else -1)
+        if lo <= out[i] + step <= hi:
+            out[i] += step
+            diff -= step
+    return out
+
+
+def make_data(n: int, classes: int, dim: int = 64, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if n == SOP:
+        labels = np.repeat(np.arange(classes), sop_class_sizes(classes, n))
+        labels = labels[rng.permutation(n)]
+        noise = 2.2
+    else:
+        labels = rng.integers(0, classes, n)
+        noise = 1.3
+    centres = rng.standard_normal(size=(classes, dim), dtype=np.float32)
+    x = centres[labels] + noise * rng.standard_normal(size=(n, dim), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x, labels
 
@@ -51,28 +95,35 @@ def current_rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def worker(tool: str, n: int) -> dict:
-    classes = CONFIGS[n]
+def worker(tool: str, n: int, seeds: int) -> dict:
+    classes, dim, ks = CONFIGS[n]
     if tool == "clusterloss":
+        import torch
+
         from clusterloss.metrics import clustering_scores, retrieval_metrics
+        from clusterloss.utils.threads import idle_cores, torch_threads
     else:
         import torch
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-    x, y = make_data(n, classes)
+    x, y = make_data(n, classes, dim)
     base = current_rss_mb()
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     parts = ""
     if tool == "clusterloss":
-        # Exactly what evaluate_embeddings does (k-means scores, then one kNN pass), timed part by part.
+        # Exactly what evaluate_embeddings does (k-means scores, then one kNN pass, torch on the idle
+        # cores), timed part by part.
         queries = None
         if n >= SUBSET_FROM:
             queries = np.random.default_rng(1).choice(n, SUBSET_QUERIES, replace=False)
-        out = clustering_scores(x, y, seeds=(0, 1, 2))
-        t_cluster = time.perf_counter() - start
-        out.update(retrieval_metrics(x, y, (1, 2, 4, 8), query_indices=queries))
+        with torch_threads(max(1, min(idle_cores(), torch.get_num_threads()))):
+            out = clustering_scores(x, y, seeds=tuple(range(seeds)))
+            t_cluster = time.perf_counter() - start
+            out.update(retrieval_metrics(x, y, ks, query_indices=queries))
         t_knn = time.perf_counter() - start - t_cluster
-        parts = f"k-means+NMI/AMI {t_cluster:.1f} s, kNN metrics {t_knn:.1f} s"
+        parts = f"k-means+NMI/AMI {t_cluster:.1f} s, kNN metrics (k = max(K, R)) {t_knn:.1f} s"
         result = {k: out[k] for k in ("nmi", "ami", "recall@1", "r_precision", "map@r")}
+        result["recall@last"] = out[f"recall@{ks[-1]}"]
     else:
         calc = AccuracyCalculator(include=("NMI", "AMI", "precision_at_1", "r_precision",
                                            "mean_average_precision_at_r"),
@@ -81,18 +132,19 @@ def worker(tool: str, n: int) -> dict:
         result = {"nmi": out["NMI"], "ami": out["AMI"], "recall@1": out["precision_at_1"],
                   "r_precision": out["r_precision"], "map@r": out["mean_average_precision_at_r"]}
     seconds = time.perf_counter() - start
-    return {"tool": tool, "n": n, "classes": classes, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
-            "base_rss_mb": base, "parts": parts, **result}
+    return {"tool": tool, "n": n, "classes": classes, "dim": dim, "seconds": seconds, "seeds": seeds,
+            "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "parts": parts, "load": load, **result}
 
 
-def run(tool: str, n: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", tool, str(n)]
+def run(tool: str, n: int, seeds: int, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
-        return {"tool": tool, "n": n, "note": f"skipped: over {timeout:.0f} s"}
+        return {"tool": tool, "n": n, "seeds": seeds, "note": f"skipped: over {timeout:.0f} s"}
     except subprocess.CalledProcessError as err:
-        return {"tool": tool, "n": n, "note": f"failed: {err.stderr.strip().splitlines()[-1:]}"}
+        return {"tool": tool, "n": n, "seeds": seeds,
+                "note": f"failed: {err.stderr.strip().splitlines()[-1:]}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -101,37 +153,46 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=sorted(CONFIGS), choices=sorted(CONFIGS))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per (tool, N) before skipping")
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))))
         return
     header = ("| N | D | classes | tool | time (s) | peak RSS (MB) | base RSS (MB) | NMI | AMI | R@1 | "
-              "R-Prec | MAP@R | PML time / ours | breakdown |")
-    # The machine may be shared: the 1-minute load average says how many cores the run really had.
+              "R-Prec | MAP@R | PML time / this | k-means runs x iterations | R@K (largest K) | load | "
+              "breakdown |")
+    # The machine may be shared: the 1-minute load average says how many cores each run really had.
     print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)\n")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for n in args.sizes:
-        ours = run("clusterloss", n, args.timeout)
+        classes, dim, ks = CONFIGS[n]
+        rows = [run("clusterloss", n, 1, args.timeout)]
         if n >= SUBSET_FROM:
-            pml = {"tool": "PML", "n": n, "note": "skipped: full 1M x 1M kNN + 8 GB neighbour table"}
+            pml = {"tool": "pml", "n": n, "seeds": 1,
+                   "note": "skipped: full 1M x 1M kNN + 8 GB neighbour table"}
         else:
-            pml = run("pml", n, args.timeout)
-        for r in (ours, pml):
-            name = "clusterloss" if r["tool"] == "clusterloss" else "PML AccuracyCalculator"
+            pml = run("pml", n, 1, args.timeout)
+        rows.append(pml)
+        if n <= DEFAULT_SEEDS_UP_TO:
+            rows.append(run("clusterloss", n, 3, args.timeout))
+        for r in rows:
+            name = "PML AccuracyCalculator" if r["tool"] == "pml" else "clusterloss"
+            if r["tool"] == "clusterloss" and r["seeds"] > 1:
+                name += ", default seeds"
             if n >= SUBSET_FROM and r["tool"] == "clusterloss":
                 name += f" ({SUBSET_QUERIES // 1000}k-query subset)"
             if "note" in r:
-                print(f"| {n:,} | {DIM} | {CONFIGS[n]} | {name} | {r['note']} | | | | | | | | | |")
+                print(f"| {n:,} | {dim} | {classes} | {name} | {r['note']} |" + " |" * 12)
                 continue
             ratio = ""
-            if r["tool"] == "pml" and "seconds" in ours:
-                ratio = f"{r['seconds'] / ours['seconds']:.1f}x"
-            print(f"| {n:,} | {DIM} | {r['classes']} | {name} | {r['seconds']:.1f} | "
+            if r["tool"] == "clusterloss" and "seconds" in pml:
+                ratio = f"{pml['seconds'] / r['seconds']:.1f}x"
+            recall_last = f"R@{ks[-1]} {r['recall@last']:.4f}" if "recall@last" in r else ""
+            print(f"| {n:,} | {dim} | {r['classes']} | {name} | {r['seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} | {r['base_rss_mb']:.0f} | {r['nmi']:.4f} | {r['ami']:.4f} | "
-                  f"{r['recall@1']:.4f} | "
-                  f"{r['r_precision']:.4f} | {r['map@r']:.4f} | {ratio} | {r['parts']} |", flush=True)
+                  f"{r['recall@1']:.4f} | {r['r_precision']:.4f} | {r['map@r']:.4f} | {ratio} | "
+                  f"{r['seeds']} x 20 | {recall_last} | {r['load']:.1f} | {r['parts']} |", flush=True)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
 
 
