@@ -38,14 +38,32 @@ def test_frames_are_green_for_same_class_and_red_otherwise(channels):
     assert "run · Recall@1 0.5" in fig._suptitle.get_text()
 
 
-def test_retrieval_grid_from_embeddings_writes_a_png(tmp_path):
+def test_retrieval_grid_from_embeddings_shows_the_true_neighbours_in_a_png(tmp_path, monkeypatch):
+    from clusterloss.viz import retrieval_grid as module
+
     rng = np.random.default_rng(1)
     y = np.repeat(np.arange(4), 6)
     x = (np.eye(4)[y] * 10 + rng.normal(size=(24, 4))).astype(np.float32)
     images = rng.integers(0, 255, (24, 3, 12, 12)).astype(np.uint8)
+    drawn = {}
+
+    def spy(images, labels, queries, neighbors, **kwargs):
+        drawn.update(queries=np.asarray(queries), neighbors=np.asarray(neighbors))
+        return plot_retrieval_grid(images, labels, queries, neighbors, **kwargs)
+
+    monkeypatch.setattr(module, "plot_retrieval_grid", spy)
     out = retrieval_grid(x, y, images, tmp_path / "r.png", n_queries=3, k=4)
-    w, h = Image.open(out).size
-    assert w > h > 300
+    assert np.array_equal(drawn["queries"], pick_queries(y, 3))
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    for q, row in zip(drawn["queries"], drawn["neighbors"], strict=True):
+        order = [int(i) for i in np.argsort(d[q], kind="stable") if i != q]
+        assert row.tolist() == order[:4]  # the 4 nearest others, nearest first
+        assert set(y[row].tolist()) == {y[q]}  # well separated classes: all same-class (green) frames
+    png = np.asarray(Image.open(out).convert("RGB"))
+    assert png.shape[:2] == (round((1.45 * 3 + 0.9) * 100), round((1.25 * 5 + 0.6) * 100))  # 3 x (1 + 4)
+    green = np.array(Image.new("RGB", (1, 1), SAME).getpixel((0, 0)))
+    red = np.array(Image.new("RGB", (1, 1), OTHER).getpixel((0, 0)))
+    assert (png == green).all(-1).sum() > 100 and (png == red).all(-1).sum() == 0
 
 
 def test_bad_input():
