@@ -245,6 +245,7 @@ def analyze_run(run_dir, checkpoint: str = "best.pt", *, split: str = "eval", ts
     ev = config.get("eval", {})
     metrics = evaluate_embeddings(ex.embeddings, ex.labels, ks=tuple(ev.get("ks", (1, 2, 4, 8))),
                                   kmeans_seeds=tuple(ev.get("kmeans_seeds", (0, 1, 2))),
+                                  kmeans_iterations=int(ev.get("kmeans_iterations", 20)),
                                   query_mask=ex.query_mask)
     images = {"tsne": None, "curves": None}
     images.update(_fewshot_into(metrics, ckpt_path, ex, device, data_root, run / "episodes.png"))
@@ -352,7 +353,8 @@ def _cmd_evaluate(args) -> int:
     if gallery:
         ex.query_mask = None  # the two files are the split
     metrics = evaluate_embeddings(ex.embeddings, ex.labels, ks=tuple(args.ks), kmeans_seeds=tuple(args.seeds),
-                                  query_mask=ex.query_mask, clustering_on=args.nmi_on, **gallery)
+                                  kmeans_iterations=args.kmeans_iterations, query_mask=ex.query_mask,
+                                  clustering_on=args.nmi_on, **gallery)
     if args.checkpoint:  # few-shot episodes / official one-shot runs when the run's config asks for them
         from clusterloss.metrics.fewshot_eval import checkpoint_fewshot
 
@@ -450,6 +452,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--out", help="metrics JSON (default: metrics.json beside the input)")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="the K of Recall@K")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="k-means seeds for NMI / AMI")
+    p.add_argument("--kmeans-iterations", type=int, default=20,
+                   help="Lloyd iterations per k-means run (default 20, as pytorch-metric-learning)")
     p.add_argument("--gallery-embeddings", help="query / gallery mode: gallery embeddings [M, D] .npy "
                    "(--embeddings/--labels are then the queries)")
     p.add_argument("--gallery-labels", help="gallery labels [M] .npy matching --gallery-embeddings")

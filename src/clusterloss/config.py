@@ -104,6 +104,7 @@ class EvalConfig:
     batch_size: int = 512
     ks: list = field(default_factory=lambda: [1, 2, 4, 8])
     kmeans_seeds: list = field(default_factory=lambda: [0, 1, 2])
+    kmeans_iterations: int = 20        # Lloyd iterations per k-means run (NMI/AMI); 20 as PML's evaluation
     best_metric: str = "nmi"           # the eval metric that decides best.pt (higher is better)
     oneshot: bool | None = None        # the 20 official Omniglot one-shot runs; None = on for omniglot*
     episodes: int = 0                  # N-way K-shot episodes drawn from the eval split (0 = none)
@@ -170,6 +171,8 @@ class Config:
             raise ValueError(f"eval.ks must be a non-empty list of integers >= 1, got {ev.ks}")
         if not ev.kmeans_seeds:
             raise ValueError("eval.kmeans_seeds must list at least one seed, e.g. [0, 1, 2]")
+        if not isinstance(ev.kmeans_iterations, int) or ev.kmeans_iterations < 1:
+            raise ValueError(f"eval.kmeans_iterations must be an integer >= 1, got {ev.kmeans_iterations!r}")
         # A misspelt best_metric would never beat -inf, and best.pt would silently never be written.
         metrics = ["nmi", "ami", "precision@1", "r_precision", "map@r"] + [f"recall@{k}" for k in ev.ks]
         metrics += ["oneshot"] + [f"{n}way{k}shot{rule}" for n in ev.ways for k in ev.shots

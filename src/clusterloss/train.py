@@ -265,6 +265,7 @@ class Trainer:
         # In-Shop-style splits carry a query mask: queries are searched against the gallery only.
         metrics = evaluate_embeddings(embeddings, labels, ks=tuple(self.config.eval.ks),
                                       kmeans_seeds=tuple(self.config.eval.kmeans_seeds),
+                                      kmeans_iterations=self.config.eval.kmeans_iterations,
                                       query_mask=getattr(self.splits.eval, "query_mask", None))
         metrics.update(self._fewshot(embeddings, labels))
         # An undefined score stays None (JSON null, with its reason under "undefined"), never NaN.
