@@ -13,8 +13,10 @@ ignored). ``eval_view`` is the matching deterministic evaluation view.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -157,6 +159,11 @@ def channel_stats(
     return (mean / 255.0).float(), (var.sqrt() / 255.0).float()
 
 
+@functools.lru_cache(maxsize=4)
+def cpu_thread_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clusterloss-augment")
+
+
 def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
     """[B, C, H, W] -> float [B, C, size, size], bilinear (antialiased when shrinking), 0..255 units."""
     if images.shape[-2:] == (size, size):
@@ -214,30 +221,44 @@ def sample_resized_crop_boxes(
 
 
 def resized_crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int,
-                       flip: torch.Tensor | None = None) -> torch.Tensor:
-    """Each image's box (top, left, h, w) resized to ``size x size`` (bilinear), optionally mirrored.
+                       flip: torch.Tensor | None = None, workers: int = 1) -> torch.Tensor:
+    """Each image's box (top, left, h, w) resized to ``size x size``, optionally mirrored left-right.
 
-    One ``grid_sample`` for the whole batch, half-pixel centres, clamped to the box's edge pixels: the same
-    values as ``torchvision.transforms.functional.resized_crop(img, top, left, h, w, size, antialias=False)``
-    per image (no antialiasing, so crops shrunk by much more than 2x alias a little). Returns float32 in the
-    input's units.
+    ``torchvision.transforms.functional.resized_crop(img, top, left, h, w, [size, size], antialias=True)``
+    per image: bilinear with antialiasing when shrinking (as torchvision on PIL images and v2 on tensors).
+    The crops differ in size, so this is one interpolation kernel call per image; uint8 CPU input takes
+    torch's vectorized uint8 path (channels-last), several times faster than float or ``grid_sample``.
+    Returns the input's dtype (uint8 results are rounded), [B, C, size, size]. ``workers``: CPU threads that
+    share the images (torch releases the GIL in its kernels); the result does not depend on it.
     """
-    b, _, height, width = images.shape
-    boxes = boxes.to(images.device, torch.float32)
-    top, left, h, w = boxes.unbind(1)
-    theta = torch.zeros(b, 2, 3, device=images.device)
-    sign = 1.0 if flip is None else 1.0 - 2.0 * flip.to(images.device, torch.float32)
-    theta[:, 0, 0] = w / width * sign
-    theta[:, 0, 2] = (2 * left + w) / width - 1
-    theta[:, 1, 1] = h / height
-    theta[:, 1, 2] = (2 * top + h) / height - 1
-    grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)
-    # clamp to the centres of the box's edge pixels: the crop is resized on its own (no outside neighbours)
-    for axis, start, extent, side in ((0, left, w, width), (1, top, h, height)):
-        low = ((2 * start + 1) / side - 1).view(b, 1, 1)
-        high = ((2 * (start + extent - 1) + 1) / side - 1).view(b, 1, 1)
-        grid[..., axis] = torch.maximum(torch.minimum(grid[..., axis], high), low)
-    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    b, c = images.shape[:2]
+    out = torch.empty((b, c, size, size), dtype=images.dtype, device=images.device)
+    fast_uint8 = images.dtype == torch.uint8 and images.device.type == "cpu"
+    flips = [False] * b if flip is None else flip.tolist()
+    box_list = boxes.tolist()
+
+    def crop_range(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            top, left, h, w = box_list[i]
+            crop = images[i : i + 1, :, top : top + h, left : left + w]
+            if fast_uint8:
+                crop = crop.contiguous(memory_format=torch.channels_last)
+            elif not crop.is_floating_point():
+                crop = crop.float()
+            resized = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
+                                    antialias=True)
+            if not fast_uint8 and not images.is_floating_point():
+                resized = resized.round_().clamp_(0, 255)
+            out[i] = resized[0].flip(-1) if flips[i] else resized[0]
+
+    if workers <= 1 or images.device.type != "cpu" or b < 2:
+        crop_range(0, b)
+    else:
+        bounds = [b * j // workers for j in range(workers + 1)]
+        pool = cpu_thread_pool(workers)
+        for future in [pool.submit(crop_range, lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]:
+            future.result()
+    return out
 
 
 def random_resized_crop(
@@ -246,22 +267,23 @@ def random_resized_crop(
     generator: torch.Generator | None = None,
     scale: tuple[float, float] = (0.16, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    workers: int = 1,
     **_options,
 ) -> torch.Tensor:
     """Random resized crop (torchvision's box rule, scale 0.16-1, ratio 3/4-4/3) to ``size`` + flip (p=1/2).
 
     The box parameters are drawn on ``generator``'s device (the global RNG when None), the resampling on
-    the images' device. Returns float32 [B, C, size, size] in 0..255 units.
+    the images' device. Returns the input's dtype (uint8 stays uint8), [B, C, size, size].
     """
     if images.dim() != 4:
         raise ValueError(f"random_resized_crop expects a batch [B, C, H, W], got shape {tuple(images.shape)}")
     b, _, height, width = images.shape
     if b == 0:
-        return images.float().new_empty((0, images.shape[1], size, size))
+        return images.new_empty((0, images.shape[1], size, size))
     boxes = sample_resized_crop_boxes(height, width, b, scale, ratio, generator)
     draw_device = generator.device if generator is not None else images.device
     flip = torch.rand(b, generator=generator, device=draw_device) < 0.5
-    return resized_crop_batch(images, boxes, size, flip)
+    return resized_crop_batch(images, boxes, size, flip, workers)
 
 
 def _crop_flip(images: torch.Tensor, size: int, generator: torch.Generator | None = None,
