@@ -59,3 +59,21 @@ def test_constant_nonzero_difference_and_mismatched_seeds():
     assert paired([1.0], [0.0])["t_p"] is None
     with pytest.raises(ValueError, match="same seeds"):
         paired([1.0, 2.0], [1.0])
+
+
+def test_margin_share_hand_worked():
+    from torch import nn
+
+    from clusterloss.train import loss_margin_stats
+
+    class WithStats(nn.Module):  # what the facility-location loss module exposes after a forward
+        last_stats = {"margin": 0.5, "energy_gap": -1.5}
+
+    assert loss_margin_stats(WithStats()) == {"margin": 0.5, "margin_share": 0.25}  # 0.5 / (0.5 + 1.5)
+    wrapper = nn.Module()
+    wrapper.loss = WithStats()  # the DDP wrapper holds the loss as .loss
+    assert loss_margin_stats(wrapper)["margin_share"] == 0.25
+    assert loss_margin_stats(nn.Linear(1, 1)) is None
+    zero = WithStats()
+    zero.last_stats = {"margin": 0.0, "energy_gap": 0.0}
+    assert loss_margin_stats(zero)["margin_share"] == 0.0

@@ -13,21 +13,47 @@ from collections.abc import Callable
 from torch import nn
 
 from .. import distributed
-from .facility_location import FacilityLocationLoss
+from .facility_location import FacilityLocationLoss, facility_location_details
+
+ENERGY_SCALES = ("sum", "mean")
 
 
 class GlobalBatchFacilityLocation(nn.Module):
-    """The facility-location loss computed on the all-gathered global batch under DDP (identity otherwise)."""
+    """The facility-location loss computed on the all-gathered global batch under DDP (identity otherwise).
+
+    ``energy_scale`` (``loss.options.energy_scale``): ``"sum"`` (default) is the paper's loss, energies summed
+    over the batch. ``"mean"`` puts the energies per point so that the margin gamma * (1 - score), at most
+    gamma, stays commensurate with them at any batch size B: L = max(0, (F(S*) - F~(y)) / B + gamma *
+    (1 - score)) with S* maximizing F / B + gamma * (1 - score), i.e. exactly the paper's loss at gamma * B,
+    divided by B. After each forward ``last_stats`` holds the batch's ``margin`` and ``energy_gap``
+    (F(S*) - F~(y)), both on the loss's scale, for the trainer's log.
+    """
 
     def __init__(self, margin_multiplier: float = 1.0, margin_type: str = "nmi",
-                 pam_iterations: int = 5) -> None:
+                 pam_iterations: int = 5, energy_scale: str = "sum") -> None:
         super().__init__()
+        if energy_scale not in ENERGY_SCALES:
+            raise ValueError(f"loss.options.energy_scale must be one of {ENERGY_SCALES}, "
+                             f"got {energy_scale!r}")
         self.loss = FacilityLocationLoss(margin_multiplier=margin_multiplier, margin_type=margin_type,
                                          pam_iterations=pam_iterations)
+        self.energy_scale = energy_scale
+        self.last_stats: dict[str, float] | None = None
 
     def forward(self, embeddings, labels):
-        labels = labels.reshape(-1)
-        return self.loss(distributed.all_gather_with_grad(embeddings), distributed.all_gather_no_grad(labels))
+        x = distributed.all_gather_with_grad(embeddings)
+        y = distributed.all_gather_no_grad(labels.reshape(-1))
+        if self.energy_scale == "sum":
+            details, scale = self.loss.details(x, y), 1.0
+        else:
+            batch = int(x.shape[0])
+            details = facility_location_details(x, y, margin_multiplier=self.loss.margin_multiplier * batch,
+                                                margin_type=self.loss.margin_type,
+                                                pam_iterations=self.loss.pam_iterations)
+            scale = 1.0 / batch
+        gap = float((details.score_pred - details.score_gt).detach())
+        self.last_stats = {"margin": details.margin * scale, "energy_gap": gap * scale}
+        return details.loss * scale if scale != 1.0 else details.loss
 
 
 def _facility_location(num_classes: int, embedding_dim: int, **options) -> nn.Module:
