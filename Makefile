@@ -26,9 +26,19 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -x
 
+# `ruff format --check` fails on these paths, which are ruff-formatted (issue 14: the loss, the partition
+# scores, the bottom layer, their tests and benchmark). The rest of the tree keeps its hand-aligned style
+# until its owners format it: add a path here once `ruff format PATH` has been run on it.
+FORMATTED := src/clusterloss/contingency.py src/clusterloss/utils src/clusterloss/losses/facility_location.py \
+	src/clusterloss/losses/facility_search.py src/clusterloss/metrics/partition_scores.py \
+	tests/losses/facility_oracle.py tests/losses/oracle_cache.py tests/losses/test_facility_location.py \
+	tests/losses/test_facility_location_oracle.py tests/losses/test_facility_search.py \
+	tests/metrics/test_partition_scores.py tests/test_imports.py tests/test_utils.py \
+	benchmarks/loss_speed.py tests/benchmarks/test_loss_speed.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks || true
+	$(VENV)/bin/ruff format --check $(FORMATTED)
 
 bench: $(STAMP)
 	$(PY) benchmarks/loss_speed.py

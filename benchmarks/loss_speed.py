@@ -83,8 +83,9 @@ def _ours(x: torch.Tensor, labels: torch.Tensor, kind: str, pam: int, repeats: i
 def _baseline(src: str, b: int, kind: str, pam: int, repeats: int, threads: int, device: str):
     env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = json.dumps([b, kind, pam, repeats, threads, device])
-    done = subprocess.run([sys.executable, "-c", _BASELINE, args], capture_output=True, text=True, env=env,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _BASELINE, args], capture_output=True, text=True, env=env, check=True
+    )
     ms, loss = json.loads(done.stdout.strip().splitlines()[-1])
     return ms, loss
 
@@ -126,8 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
-          "D = 64, K = B/4, forward + backward, gamma = 1")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
+        "D = 64, K = B/4, forward + backward, gamma = 1"
+    )
     extra = " baseline (ms) | ours / baseline |" if args.baseline_src else ""
     print(f"| B | K | margin | PAM | ours (ms) |{extra} oracle (ms) | speed-up | |Δ loss| |")
     print("|---:|---:|:---|---:|---:|" + ("---:|---:|" if args.baseline_src else "") + "---:|---:|---:|")
@@ -139,11 +142,14 @@ def main(argv: list[str] | None = None) -> None:
                 ours, loss = _ours(x, labels, kind, pam, args.repeats)
                 cells = [str(b), str(labels.unique().numel()), kind, str(pam), f"{ours:,.1f}"]
                 if args.baseline_src:
-                    base, base_loss = _baseline(args.baseline_src, b, kind, pam, args.repeats, args.threads,
-                                                args.device)
+                    base, base_loss = _baseline(
+                        args.baseline_src, b, kind, pam, args.repeats, args.threads, args.device
+                    )
                     if abs(base_loss - loss) > 1e-4 * max(1.0, abs(loss)):
-                        raise SystemExit(f"B={b} {kind} PAM {pam}: the baseline's loss {base_loss} differs "
-                                         f"from ours {loss}; not the same computation")
+                        raise SystemExit(
+                            f"B={b} {kind} PAM {pam}: the baseline's loss {base_loss} differs "
+                            f"from ours {loss}; not the same computation"
+                        )
                     cells += [f"{base:,.1f}", f"{ours / base:.2f}"]
                 estimate = _extrapolate(measured.get((kind, pam), []), b)
                 if estimate > args.oracle_limit:

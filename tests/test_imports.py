@@ -18,10 +18,12 @@ def _absent_after(code: str) -> list[str]:
 
 def test_import_clusterloss_and_the_loss_stay_light():
     # The loss alone must not need pytorch-metric-learning, matplotlib, faiss or timm.
-    code = ("import torch, clusterloss\n"
-            "from clusterloss.losses import build_loss\n"
-            "loss = build_loss('facility_location')(torch.randn(8, 4), torch.arange(8) % 2)\n"
-            "assert loss.dim() == 0")
+    code = (
+        "import torch, clusterloss\n"
+        "from clusterloss.losses import build_loss\n"
+        "loss = build_loss('facility_location')(torch.randn(8, 4), torch.arange(8) % 2)\n"
+        "assert loss.dim() == 0"
+    )
     assert _absent_after(code) == []
 
 
@@ -49,8 +51,9 @@ def _module_level_imports(path: Path, name: str, modules: set[str]) -> set[str]:
             base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
             module = ".".join(base + ([node.module] if node.module else []))
             # ``from pkg import sub`` imports the module pkg.sub; ``from mod import name`` imports mod.
-            targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module
-                       for a in node.names]
+            targets = [
+                f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names
+            ]
         else:
             stack.extend(ast.iter_child_nodes(node))
             continue

@@ -93,13 +93,20 @@ def emi_table(row_sizes, n, column_sizes):
             a = float(a_vals[t])
             lo = max(1.0, a + b - nf)
             hi = min(a, b)
-            fixed = (math.lgamma(a + 1) + math.lgamma(b + 1) + math.lgamma(nf - a + 1)
-                     + math.lgamma(nf - b + 1))
+            fixed = (
+                math.lgamma(a + 1) + math.lgamma(b + 1) + math.lgamma(nf - a + 1) + math.lgamma(nf - b + 1)
+            )
             part = 0.0
             k = lo
             while k <= hi:
-                gln = (fixed - lg_n1 - math.lgamma(k + 1) - math.lgamma(a - k + 1) - math.lgamma(b - k + 1)
-                       - math.lgamma(nf - a - b + k + 1))
+                gln = (
+                    fixed
+                    - lg_n1
+                    - math.lgamma(k + 1)
+                    - math.lgamma(a - k + 1)
+                    - math.lgamma(b - k + 1)
+                    - math.lgamma(nf - a - b + k + 1)
+                )
                 part += (k / nf) * (log_n + math.log(k) - math.log(a) - math.log(b)) * math.exp(gln)
                 k += 1.0
             total += part * a_mult[t]
@@ -108,8 +115,9 @@ def emi_table(row_sizes, n, column_sizes):
 
 
 @jit
-def score_from_statistics(kind, n, n_rows, n_cols, sum_f_cells, sum_f_rows, sum_f_cols, sum_sq_cells,
-                          sum_sq_rows, sum_sq_cols, emi):
+def score_from_statistics(
+    kind, n, n_rows, n_cols, sum_f_cells, sum_f_rows, sum_f_cols, sum_sq_cells, sum_sq_rows, sum_sq_cols, emi
+):
     """The score of ``kind`` (a code: NMI, AMI, ARI, VMEASURE, CONST) from the statistics, as scikit-learn
     defines it (not clamped: ARI and AMI can be negative). ``emi`` is used by AMI only."""
     if n == 0:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -25,10 +26,38 @@ def _table_rows(out: str) -> list[list[str]]:
 @pytest.mark.slow
 def test_data_speed_on_synthetic_data(tmp_path):
     out = _run("data_speed.py", "--root", str(tmp_path / "no_cifar_here"), "--batches", "3",
-               "--baseline-batches", "2", "--threads", "1")
+               "--baseline-batches", "2", "--threads", "1", "--no-photos")
     assert "synthetic uint8" in out
     rows = _table_rows(out)
     assert len(rows) >= 2 and all(float(r[1].replace(",", "")) > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_data_speed_photo_rows_on_a_tiny_cub(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "CUB_200_2011"
+    lines = {"classes.txt": [], "images.txt": [], "image_class_labels.txt": [], "train_test_split.txt": []}
+    rng = np.random.default_rng(0)
+    for c in range(1, 33):
+        lines["classes.txt"].append(f"{c} {c:03d}.S{c}")
+        for i in range(4):
+            n = len(lines["images.txt"]) + 1
+            (folder / "images" / f"{c:03d}.S{c}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(
+                folder / "images" / f"{c:03d}.S{c}" / f"{i}.jpg")
+            lines["images.txt"].append(f"{n} {c:03d}.S{c}/{i}.jpg")
+            lines["image_class_labels.txt"].append(f"{n} {c}")
+            lines["train_test_split.txt"].append(f"{n} {i % 2}")
+    for name, text in lines.items():
+        (folder / name).write_text("\n".join(text) + "\n")
+    out = _run("data_speed.py", "--root", str(tmp_path / "no_cifar_here"), "--batches", "2",
+               "--baseline-batches", "1", "--threads", "1", "--cub", str(tmp_path), "--photo-batches", "2",
+               "--photo-baseline-batches", "1")
+    assert "photos: 128 CUB images" in out and "images/s (decode + resize" in out
+    photo_table = out[out.index("| pipeline (224 px)"):]
+    rows = _table_rows(photo_table)
+    assert len(rows) == 2 and all(float(r[1].replace(",", "")) > 0 for r in rows)
 
 
 @pytest.mark.slow
@@ -45,4 +74,7 @@ def test_train_speed_one_model_one_variant():
                "--steps", "1", "--warmup", "1", "--threads", "1")
     rows = _table_rows(out)
     assert len(rows) == 1 and rows[0][:3] == ["densenet_bc40", "fp32", "off"]
-    assert float(rows[0][3]) > 0  # images/s
+    img_s, step_ms, shares = float(rows[0][3]), float(rows[0][4]), [float(c) for c in rows[0][5:]]
+    # a batch of 128 per step, and the five phases (data, forward, loss, backward, optimizer) make the step
+    assert 128_000 / (step_ms + 0.5) - 0.5 <= img_s <= 128_000 / max(step_ms - 0.5, 1e-9) + 0.5
+    assert len(shares) == 5 and all(v >= 0 for v in shares) and abs(sum(shares) - 100) <= 0.3

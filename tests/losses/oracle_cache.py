@@ -13,8 +13,9 @@ import facility_oracle  # noqa: E402
 
 
 @functools.cache
-def _cached(x_bytes: bytes, shape: tuple[int, ...], dtype: str, labels_bytes: bytes, gamma: float, kind: str,
-            pam: int) -> dict:
+def _cached(
+    x_bytes: bytes, shape: tuple[int, ...], dtype: str, labels_bytes: bytes, gamma: float, kind: str, pam: int
+) -> dict:
     x = np.frombuffer(x_bytes, dtype=dtype).reshape(shape)
     labels = np.frombuffer(labels_bytes, dtype=np.int64)
     return facility_oracle.facility_location_loss(x, labels, gamma, kind, pam)

@@ -41,8 +41,9 @@ def _random_case(rng: np.random.Generator, trial: int, max_b: int):
 def _check_case(x, labels, kind, gamma, pam):
     expected = cached_oracle(x, labels, gamma, kind, pam)
     xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    details = facility_location_details(xt, torch.tensor(labels), margin_multiplier=gamma, margin_type=kind,
-                                        pam_iterations=pam)
+    details = facility_location_details(
+        xt, torch.tensor(labels), margin_multiplier=gamma, margin_type=kind, pam_iterations=pam
+    )
     loss = details.loss
     loss.backward()
     where = f"kind={kind} gamma={gamma} pam={pam} labels={labels.tolist()} x={x.tolist()}"
@@ -87,8 +88,13 @@ def test_float32_input_matches_oracle_on_well_separated_batches():
     for trial in range(10):
         x, labels, kind, gamma, pam = _random_case(rng, 3 * trial + 1, max_b=10)
         expected = cached_oracle(x.astype(np.float32), labels, gamma, kind, pam)
-        details = facility_location_details(torch.tensor(x, dtype=torch.float32), torch.tensor(labels),
-                                            margin_multiplier=gamma, margin_type=kind, pam_iterations=pam)
+        details = facility_location_details(
+            torch.tensor(x, dtype=torch.float32),
+            torch.tensor(labels),
+            margin_multiplier=gamma,
+            margin_type=kind,
+            pam_iterations=pam,
+        )
         assert details.loss.dtype == torch.float32
         assert details.medoids.tolist() == expected["medoids"]
         assert details.loss.item() == pytest.approx(expected["loss"], abs=1e-4)

@@ -37,8 +37,15 @@ def test_ground_truth_score_by_hand():
 
 def _margin_score(stats, kind, round32=False):
     names = ("sum_f_cells", "sum_f_rows", "sum_f_cols", "sum_sq_cells", "sum_sq_rows", "sum_sq_cols")
-    return facility_search._margin_score(KIND_CODES[kind], stats["n"], stats["n_rows"], stats["n_cols"],
-                                         *(stats[k] for k in names), stats["emi"], round32)
+    return facility_search._margin_score(
+        KIND_CODES[kind],
+        stats["n"],
+        stats["n_rows"],
+        stats["n_cols"],
+        *(stats[k] for k in names),
+        stats["emi"],
+        round32,
+    )
 
 
 def test_margin_score_is_the_clamped_partition_score_and_scikit_learns():
@@ -50,8 +57,9 @@ def test_margin_score_is_the_clamped_partition_score_and_scikit_learns():
         stats = contingency_statistics(true, pred)
         for kind in SCORE_KINDS:
             assert _margin_score(stats, kind) == max(0.0, partition_score(true, pred, kind)), (kind, trial)
-        assert _margin_score(stats, "nmi") == pytest.approx(skm.normalized_mutual_info_score(true, pred),
-                                                            abs=1e-9)
+        assert _margin_score(stats, "nmi") == pytest.approx(
+            skm.normalized_mutual_info_score(true, pred), abs=1e-9
+        )
 
 
 def test_round32_rounds_the_score_to_float32():
@@ -75,8 +83,9 @@ def test_search_is_deterministic_leaves_its_inputs_alone_and_returns_fresh_array
     assert first.assignment.tolist() == facility_search._assign(dist, first.medoids).tolist()
     assert first.score == max(0.0, partition_score(y, first.assignment, "ami"))
     off = facility_search.facility_location_search(dist, y, 7, "ami", 1.0, 0, False)
-    assert np.array_equal(off.medoids, off.greedy_medoids) and not np.shares_memory(off.medoids,
-                                                                                   off.greedy_medoids)
+    assert np.array_equal(off.medoids, off.greedy_medoids) and not np.shares_memory(
+        off.medoids, off.greedy_medoids
+    )
 
 
 def test_pam_stops_at_a_fixed_point():
@@ -88,8 +97,10 @@ def test_pam_stops_at_a_fixed_point():
         y = np.unique(rng.integers(0, max(1, b // 3), b), return_inverse=True)[1].astype(np.int64)
         dist = pairwise_distances(torch.tensor(rng.normal(size=(b, 3)))).numpy()
         k = int(y.max()) + 1
-        runs = {p: facility_search.facility_location_search(dist, y, k, "nmi", 1.0, p, False).medoids
-                for p in (1, 2, 50, 51)}
+        runs = {
+            p: facility_search.facility_location_search(dist, y, k, "nmi", 1.0, p, False).medoids
+            for p in (1, 2, 50, 51)
+        }
         assert np.array_equal(runs[50], runs[51])
         if np.array_equal(runs[1], runs[2]):
             assert np.array_equal(runs[1], runs[50])

@@ -119,8 +119,9 @@ def ground_truth_facility_score(dist: torch.Tensor, classes: torch.Tensor, num_c
     return -best.scatter_reduce(0, classes, within, "amin", include_self=False).sum()
 
 
-def _facility_location(x: torch.Tensor, labels: torch.Tensor, gamma: float, margin_type: str,
-                       pam_iterations: int) -> FacilityLocationDetails:
+def _facility_location(
+    x: torch.Tensor, labels: torch.Tensor, gamma: float, margin_type: str, pam_iterations: int
+) -> FacilityLocationDetails:
     """Eq. 7 for checked inputs: ``x`` [B, D] float32/float64, ``labels`` [B] int64 on x's device."""
     # Inside a caller's autocast region the distance matmul would run in bf16/fp16 and change the loss and
     # the medoid choices; the loss is defined in the embeddings' own precision.
@@ -128,15 +129,23 @@ def _facility_location(x: torch.Tensor, labels: torch.Tensor, gamma: float, marg
         return _facility_location_fp(x, labels, gamma, margin_type, pam_iterations)
 
 
-def _facility_location_fp(x: torch.Tensor, labels: torch.Tensor, gamma: float, margin_type: str,
-                          pam_iterations: int) -> FacilityLocationDetails:
+def _facility_location_fp(
+    x: torch.Tensor, labels: torch.Tensor, gamma: float, margin_type: str, pam_iterations: int
+) -> FacilityLocationDetails:
     dist = pairwise_distances(x)  # [B, B]
     class_ids, classes = torch.unique(labels, return_inverse=True)  # [K], [B] in 0..K-1
     k = class_ids.shape[0]
     # The search runs on the host in float64 whatever the device (one copy of [B, B]; see docs/design.md).
     host_dist = dist.detach().cpu().double().contiguous().numpy()  # [B, B]
-    found = facility_location_search(host_dist, classes.cpu().numpy(), k, margin_type, gamma, pam_iterations,
-                                     round32=x.dtype != torch.float64)
+    found = facility_location_search(
+        host_dist,
+        classes.cpu().numpy(),
+        k,
+        margin_type,
+        gamma,
+        pam_iterations,
+        round32=x.dtype != torch.float64,
+    )
     medoids = torch.from_numpy(found.medoids).to(x.device)  # [K]
     score_pred = -torch.amin(dist[medoids], dim=0).sum()  # F(X, S*)
     score_gt = ground_truth_facility_score(dist, classes, k)  # F~(X, y)
@@ -194,8 +203,13 @@ def facility_location_loss(
         Scalar loss (float32 for half inputs, else the embeddings' dtype). :func:`facility_location_details`
         returns the medoids, assignment, energies and margin as well.
     """
-    return facility_location_details(embeddings, labels, margin_multiplier=margin_multiplier,
-                                     margin_type=margin_type, pam_iterations=pam_iterations).loss
+    return facility_location_details(
+        embeddings,
+        labels,
+        margin_multiplier=margin_multiplier,
+        margin_type=margin_type,
+        pam_iterations=pam_iterations,
+    ).loss
 
 
 class FacilityLocationLoss(nn.Module):
@@ -204,7 +218,8 @@ class FacilityLocationLoss(nn.Module):
     def __init__(self, *, margin_multiplier: float = 1.0, margin_type: str = "nmi", pam_iterations: int = 5):
         super().__init__()
         self.margin_multiplier, self.margin_type, self.pam_iterations = check_options(
-            margin_multiplier, margin_type, pam_iterations)
+            margin_multiplier, margin_type, pam_iterations
+        )
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """embeddings [B, D] float, labels [B] or [B, 1] int -> scalar loss."""
@@ -215,5 +230,7 @@ class FacilityLocationLoss(nn.Module):
         return _facility_location(x, labels, self.margin_multiplier, self.margin_type, self.pam_iterations)
 
     def extra_repr(self) -> str:
-        return (f"margin_multiplier={self.margin_multiplier}, margin_type={self.margin_type!r}, "
-                f"pam_iterations={self.pam_iterations}")
+        return (
+            f"margin_multiplier={self.margin_multiplier}, margin_type={self.margin_type!r}, "
+            f"pam_iterations={self.pam_iterations}"
+        )

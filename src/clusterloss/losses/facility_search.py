@@ -54,11 +54,37 @@ _INF = math.inf
 
 
 @jit
-def _margin_score(kind, n, n_rows, n_cols, sum_f_cells, sum_f_rows, sum_f_cols, sum_sq_cells, sum_sq_rows,
-                  sum_sq_cols, emi, round32):
+def _margin_score(
+    kind,
+    n,
+    n_rows,
+    n_cols,
+    sum_f_cells,
+    sum_f_rows,
+    sum_f_cols,
+    sum_sq_cells,
+    sum_sq_rows,
+    sum_sq_cols,
+    emi,
+    round32,
+):
     """The clustering score of the margin: clamped at 0, float32-rounded if ``round32`` (as the original)."""
-    score = max(score_from_statistics(kind, n, n_rows, n_cols, sum_f_cells, sum_f_rows, sum_f_cols,
-                                      sum_sq_cells, sum_sq_rows, sum_sq_cols, emi), 0.0)
+    score = max(
+        score_from_statistics(
+            kind,
+            n,
+            n_rows,
+            n_cols,
+            sum_f_cells,
+            sum_f_rows,
+            sum_f_cols,
+            sum_sq_cells,
+            sum_sq_rows,
+            sum_sq_cols,
+            emi,
+        ),
+        0.0,
+    )
     if round32:
         score = float(np.float32(score))
     return score
@@ -108,8 +134,9 @@ def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, su
     b = dist.shape[0]
     k = r
     picks = np.empty(k, np.int64)
-    single = _margin_score(kind, b, r, 1, sum_f_rows, sum_f_rows, f[b], sum_sq_rows, sum_sq_rows,
-                           float(b) * b, h[b], round32)
+    single = _margin_score(
+        kind, b, r, 1, sum_f_rows, sum_f_rows, f[b], sum_sq_rows, sum_sq_rows, float(b) * b, h[b], round32
+    )
     totals = np.empty(b)
     for c in range(b):
         s = 0.0
@@ -159,9 +186,20 @@ def greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, su
                 continue
             count = _capture(dist, dmin, c, pairs, pair_len, taken)
             _capture_delta(taken, count, slot, y, r, cells, cols, cell_loss, col_loss, new_cells, f, h, delta)
-            score = _margin_score(kind, b, r, m + 1, base[0] + delta[0], sum_f_rows, base[2] + delta[2],
-                                  base[1] + delta[1], sum_sq_rows, base[3] + delta[3], base[4] + delta[4],
-                                  round32)
+            score = _margin_score(
+                kind,
+                b,
+                r,
+                m + 1,
+                base[0] + delta[0],
+                sum_f_rows,
+                base[2] + delta[2],
+                base[1] + delta[1],
+                sum_sq_rows,
+                base[3] + delta[3],
+                base[4] + delta[4],
+                round32,
+            )
             totals[c] = -cost[c] + gamma * (1.0 - score)
         w = _first_best(totals, b)
         count = _capture(dist, dmin, w, pairs, pair_len, taken)
@@ -321,8 +359,20 @@ def pam_refine(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_s
                     sum_sq_cols += float(n * n)
                     emi += h[n]
                     cols[t] = 0
-                score = _margin_score(kind, b, r, k, sum_f_cells, sum_f_rows, sum_f_cols, sum_sq_cells,
-                                      sum_sq_rows, sum_sq_cols, emi, round32)
+                score = _margin_score(
+                    kind,
+                    b,
+                    r,
+                    k,
+                    sum_f_cells,
+                    sum_f_rows,
+                    sum_f_cols,
+                    sum_sq_cells,
+                    sum_sq_rows,
+                    sum_sq_cols,
+                    emi,
+                    round32,
+                )
                 totals[a - lo] = -energy + gamma * (1.0 - score)
             choice = members[lo + _first_best(totals, hi - lo)]
             if choice != medoids[s]:
@@ -370,8 +420,9 @@ def _search(dist, y, r, kind, gamma, round32, pam_iterations):
     greedy = greedy_search(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_sq_rows)
     medoids = greedy.copy()  # the two results must not share memory
     if pam_iterations > 0:
-        medoids = pam_refine(dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_sq_rows, greedy,
-                             pam_iterations)
+        medoids = pam_refine(
+            dist, dist_t, y, r, kind, gamma, round32, f, h, sum_f_rows, sum_sq_rows, greedy, pam_iterations
+        )
     assignment = _assign(dist, medoids)
     s = contingency_statistics(y, assignment, r, r, kind == AMI)
     score = _margin_score(kind, b, r, r, s[0], s[1], s[2], s[3], s[4], s[5], s[6], round32)
@@ -386,14 +437,22 @@ class SearchResult:
     score: float  # score(y, assignment) of the margin, clamped at 0 (float32-rounded if round32)
 
 
-def facility_location_search(dist: np.ndarray, classes: np.ndarray, num_classes: int, margin_type: str,
-                             gamma: float, pam_iterations: int, round32: bool) -> SearchResult:
+def facility_location_search(
+    dist: np.ndarray,
+    classes: np.ndarray,
+    num_classes: int,
+    margin_type: str,
+    gamma: float,
+    pam_iterations: int,
+    round32: bool,
+) -> SearchResult:
     """Loss-augmented medoids of ``dist`` [B, B] (float64, C-contiguous) for ``classes`` [B] (int64 in
     0..K-1, every class present), K = ``num_classes``: greedy, then ``pam_iterations`` PAM passes.
 
     The arguments are trusted (the loss checks its inputs once): ``margin_type`` one of
     :data:`clusterloss.contingency.SCORE_KINDS`, ``gamma >= 0``.
     """
-    greedy, medoids, assignment, score = _search(dist, classes, num_classes, KIND_CODES[margin_type],
-                                                 float(gamma), bool(round32), int(pam_iterations))
+    greedy, medoids, assignment, score = _search(
+        dist, classes, num_classes, KIND_CODES[margin_type], float(gamma), bool(round32), int(pam_iterations)
+    )
     return SearchResult(greedy, medoids, assignment, float(score))

@@ -52,17 +52,39 @@ def contingency_statistics(labels_true, labels_pred, with_emi: bool = True) -> d
     return stats
 
 
-def scores_from_statistics(kind: str, n: int, n_rows: int, n_cols: int, sum_f_cells: float, sum_f_rows: float,
-                           sum_f_cols: float, sum_sq_cells: float, sum_sq_rows: float, sum_sq_cols: float,
-                           emi: float | None = None) -> float:
+def scores_from_statistics(
+    kind: str,
+    n: int,
+    n_rows: int,
+    n_cols: int,
+    sum_f_cells: float,
+    sum_f_rows: float,
+    sum_f_cols: float,
+    sum_sq_cells: float,
+    sum_sq_rows: float,
+    sum_sq_cols: float,
+    emi: float | None = None,
+) -> float:
     """The score ``kind`` from :func:`contingency_statistics` (not clamped, as scikit-learn's)."""
     if kind not in KIND_CODES:
         raise ValueError(f"unknown partition score kind {kind!r}; choose one of {SCORE_KINDS}")
     if kind == "ami" and emi is None:
         raise ValueError("kind='ami' needs the expected mutual information (emi)")
-    return float(_score_from_statistics(KIND_CODES[kind], n, n_rows, n_cols, sum_f_cells, sum_f_rows,
-                                        sum_f_cols, sum_sq_cells, sum_sq_rows, sum_sq_cols,
-                                        0.0 if emi is None else emi))
+    return float(
+        _score_from_statistics(
+            KIND_CODES[kind],
+            n,
+            n_rows,
+            n_cols,
+            sum_f_cells,
+            sum_f_rows,
+            sum_f_cols,
+            sum_sq_cells,
+            sum_sq_rows,
+            sum_sq_cols,
+            0.0 if emi is None else emi,
+        )
+    )
 
 
 def partition_score(labels_true, labels_pred, kind: str) -> float:

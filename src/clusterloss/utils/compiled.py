@@ -14,6 +14,10 @@ def jit(function: Callable) -> Callable:
     try:
         return njit(cache=True)(function)
     except RuntimeError as err:
-        warnings.warn(f"numba cannot cache {function.__name__} ({err}); it is compiled in every process "
-                      "(set NUMBA_CACHE_DIR to a writable folder to cache it)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"numba cannot cache {function.__name__} ({err}); it is compiled in every process "
+            "(set NUMBA_CACHE_DIR to a writable folder to cache it)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return njit(function)
