@@ -39,7 +39,7 @@ def test_data_speed_photo_rows_on_a_tiny_cub(tmp_path):
     folder = tmp_path / "CUB_200_2011"
     lines = {"classes.txt": [], "images.txt": [], "image_class_labels.txt": [], "train_test_split.txt": []}
     rng = np.random.default_rng(0)
-    for c in range(1, 33):
+    for c in range(1, 65):
         lines["classes.txt"].append(f"{c} {c:03d}.S{c}")
         for i in range(4):
             n = len(lines["images.txt"]) + 1
@@ -54,7 +54,7 @@ def test_data_speed_photo_rows_on_a_tiny_cub(tmp_path):
     out = _run("data_speed.py", "--root", str(tmp_path / "no_cifar_here"), "--batches", "2",
                "--baseline-batches", "1", "--threads", "1", "--cub", str(tmp_path), "--photo-batches", "2",
                "--photo-baseline-batches", "1")
-    assert "photos: 128 CUB images" in out and "images/s (decode + resize" in out
+    assert "photos: 256 CUB images" in out and "images/s (decode + resize" in out
     photo_table = out[out.index("| pipeline (224 px)"):]
     rows = _table_rows(photo_table)
     assert len(rows) == 2 and all(float(r[1].replace(",", "")) > 0 for r in rows)
