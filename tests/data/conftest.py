@@ -213,6 +213,85 @@ def write_cub(root: Path, class_ids=(1, 2, 100, 101, 150, 200), per_class: int =
     return info
 
 
+CARS_FIELDS = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
+
+
+def write_cars(root: Path, class_ids=(1, 2, 98, 99, 150, 196), per_class: int = 2, fields=CARS_FIELDS,
+               size=(40, 30), override=None) -> dict:
+    """root/car_ims/NNNNNN.jpg + root/cars_annos.mat in the official layout (scipy.io.savemat of a 1 x N
+    struct array with MATLAB-style 1x1 numeric fields and a 1 x 196 cell array of class names); ``override``:
+    {annotation index: {field: value}} to write malformed records."""
+    import scipy.io
+
+    records = []
+    for class_id in class_ids:
+        for i in range(per_class):
+            n = len(records) + 1
+            relative = f"car_ims/{n:06d}.jpg"
+            write_photo(root / relative, 100 + n, size, fmt="JPEG")
+            records.append({"relative_im_path": np.array([relative]), "bbox_x1": np.array([[3]], np.uint8),
+                            "bbox_y1": np.array([[2]], np.uint8), "bbox_x2": np.array([[30]], np.uint8),
+                            "bbox_y2": np.array([[25]], np.uint8), "class": np.array([[class_id]], np.uint8),
+                            "test": np.array([[i % 2]], np.uint8)})
+    for index, changes in (override or {}).items():
+        records[index].update(changes)
+    annotations = np.zeros((1, len(records)), dtype=[(f, object) for f in fields])
+    for j, record in enumerate(records):
+        for f in fields:
+            annotations[0, j][f] = record[f]
+    names = np.empty((1, 196), dtype=object)
+    for c in range(196):
+        names[0, c] = np.array([f"Make{c + 1} Model {2000 + c % 13}"])
+    scipy.io.savemat(root / "cars_annos.mat", {"annotations": annotations, "class_names": names})
+    return {"records": records}
+
+
+def write_sop(root: Path, train_classes=(1, 2, 3), test_classes=(4, 5), per_class: int = 2,
+              lines: dict | None = None) -> Path:
+    """root/Stanford_Online_Products/ with Ebay_train.txt / Ebay_test.txt (official header) and images
+    ``<super>_final/<product>_<n>.JPG``; super class = 1 + class % 2 (bicycle, cabinet). ``lines``:
+    {file name: extra raw lines appended} for malformed files."""
+    folder = root / "Stanford_Online_Products"
+    supers = {1: "bicycle", 2: "cabinet"}
+    image_id = 0
+    for name, classes in (("Ebay_train.txt", train_classes), ("Ebay_test.txt", test_classes)):
+        rows = ["image_id class_id super_class_id path"]
+        for class_id in classes:
+            super_id = 1 + class_id % 2
+            for i in range(per_class):
+                image_id += 1
+                relative = f"{supers[super_id]}_final/{111000 + class_id}_{i}.JPG"
+                write_photo(folder / relative, 300 + image_id, (36, 28), fmt="JPEG")
+                rows.append(f"{image_id} {class_id} {super_id} {relative}")
+        rows += (lines or {}).get(name, [])
+        (folder / name).write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def write_inshop(
+    root: Path, train_items=2, test_items=2, per_item: int = 3, extra: list | None = None
+) -> dict:
+    """root/Eval/list_eval_partition.txt (count line, header, rows) and root/img/...; each test item has one
+    query and the rest gallery images. ``extra``: raw lines appended (the count follows them)."""
+    rows, statuses = [], []
+    number = 0
+    for side, count in (("train", train_items), ("test", test_items)):
+        for _ in range(count):
+            number += 1
+            item = f"id_{number:08d}"
+            for i in range(per_item):
+                relative = f"img/WOMEN/Dresses/{item}/{i + 1:02d}_1_front.jpg"
+                write_photo(root / relative, 500 + number * 10 + i, (30, 40), fmt="JPEG")
+                status = "train" if side == "train" else ("query" if i == 0 else "gallery")
+                rows.append(f"{relative} {item} {status}")
+                statuses.append(status)
+    rows += extra or []
+    (root / "Eval").mkdir(parents=True, exist_ok=True)
+    (root / "Eval" / "list_eval_partition.txt").write_text(
+        f"{len(rows)}\nimage_name item_id evaluation_status\n" + "\n".join(rows) + "\n")
+    return {"statuses": statuses}
+
+
 def make_tar_gz(source: Path, folder: str) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -293,4 +372,7 @@ def official():
         photo=write_photo,
         image_folder=write_image_folder,
         cub=write_cub,
+        cars=write_cars,
+        sop=write_sop,
+        inshop=write_inshop,
     )

@@ -62,7 +62,8 @@ def test_resized_crop_batch_equals_torchvision_resized_crop_per_image(dtype):
         if flip:
             expected = expected.flip(-1)
         # float: the same kernel; uint8: torch's integer path, within one grey level of the float result
-        assert (out.float() - expected).abs().max() <= (1.0 if dtype == torch.uint8 else 1e-3), (top, left, h, w)
+        tolerance = 1.0 if dtype == torch.uint8 else 1e-3
+        assert (out.float() - expected).abs().max() <= tolerance, (top, left, h, w)
 
 
 def test_random_resized_crop_boxes_follow_torchvision_statistics():

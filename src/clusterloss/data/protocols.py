@@ -25,6 +25,7 @@ retrieval/clustering problem (as the final zero-shot evaluation), also under ``c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,13 @@ def _check_classes(train_classes: Sequence[int], num_classes: int) -> list[int]:
     return classes
 
 
+def _no_queries(dataset: ImageDataset) -> ImageDataset:
+    """Training and validation sides are all-against-all: only the final test side keeps a query_mask."""
+    if dataset.query_mask is None:
+        return dataset
+    return dataclasses.replace(dataset, query_mask=None)
+
+
 def split_datasets(
     train_split: ImageDataset,
     test_split: ImageDataset,
@@ -97,12 +105,13 @@ def split_datasets(
             raise ValueError(f"validation needs at least 2 training classes, got {len(chosen)}")
         fit, val = chosen[:-num_val], chosen[-num_val:]
         return (
-            train_split.of_classes(fit, split="train"),
-            train_split.of_classes(val, split="train-validation"),
+            _no_queries(train_split.of_classes(fit, split="train")),
+            _no_queries(train_split.of_classes(val, split="train-validation")),
         )
     if protocol == "closed" and train_classes is None:
-        return train_split, test_split
-    return train_split.of_classes(chosen, split="train"), test_split.of_classes(held_out, split="test")
+        return _no_queries(train_split), test_split
+    return (_no_queries(train_split.of_classes(chosen, split="train")),
+            test_split.of_classes(held_out, split="test"))
 
 
 def build_splits(

@@ -23,6 +23,9 @@ DATASETS: dict[str, str] = {
     "imagenet64": "clusterloss.data.imagenet:load_imagenet64",
     "imagefolder": "clusterloss.data.imagefolder:load_imagefolder",
     "cub200": "clusterloss.data.cub:load_cub200",
+    "cars196": "clusterloss.data.cars:load_cars196",
+    "sop": "clusterloss.data.sop:load_sop",
+    "inshop": "clusterloss.data.inshop:load_inshop",
     "omniglot": "clusterloss.data.omniglot:load_omniglot",  # bundled; see omniglot.py / omniglot_protocol.py
     "omniglot_small2": "clusterloss.data.omniglot:load_omniglot_small2",
     "omniglot_full": "clusterloss.data.omniglot:load_omniglot_full",
@@ -30,7 +33,7 @@ DATASETS: dict[str, str] = {
 
 # Photo datasets: decoded once into a memory-mapped cache (image_cache.py), split "all" = every image;
 # under zero_shot every image of a class goes to the side of its class (the deep-metric-learning protocol).
-PHOTO_DATASETS = {"imagefolder", "cub200"}
+PHOTO_DATASETS = {"imagefolder", "cub200", "cars196", "sop", "inshop"}
 
 
 def dataset_names() -> list[str]:
