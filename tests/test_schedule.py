@@ -89,7 +89,7 @@ def test_frozen_backbone_leaves_only_head_groups_and_all_frozen_is_an_error():
 
 
 @pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
-                                      ("adamw", torch.optim.AdamW)])
+                                      ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)])
 def test_optimizer_choice_steps_like_torch_itself(name, cls):
     from clusterloss.schedule import build_optimizer
 
@@ -97,7 +97,8 @@ def test_optimizer_choice_steps_like_torch_itself(name, cls):
     ours, reference = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     reference.load_state_dict(ours.state_dict())
     opt = build_optimizer(name, ours, torch.nn.Module(), lr=0.01, weight_decay=0.1)
-    kwargs = {"momentum": 0.9, "nesterov": True} if name == "sgd" else {}
+    kwargs = {"sgd": {"momentum": 0.9, "nesterov": True},
+              "rmsprop": {"momentum": 0.9, "alpha": 0.9, "eps": 1e-10}}.get(name, {})  # TF 1.x defaults
     ref_opt = cls(reference.parameters(), lr=0.01, weight_decay=0.1, **kwargs)
     assert type(opt) is cls
     x = torch.randn(8, 3)

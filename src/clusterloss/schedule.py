@@ -1,5 +1,5 @@
-"""Optimizers (SGD with Nesterov momentum, Adam, AdamW; a separate head lr) and the learning-rate schedules,
-stepped once per iteration.
+"""Optimizers (SGD with Nesterov momentum, Adam, AdamW, RMSprop; a separate head lr) and the learning-rate
+schedules, stepped once per iteration.
 
 The schedule is a pure function of the global step (``lr_factor``), so resuming restores it exactly from the
 step count alone. Milestones are fractions of the run: ``[0.5, 0.75]`` of 100 epochs divides the lr by 10 at
@@ -87,7 +87,8 @@ def param_groups(model: nn.Module, loss: nn.Module, lr: float, weight_decay: flo
     """
     module_types = {name: type(m) for name, m in model.named_modules()}
     split_head = head_lr_multiplier != 1.0
-    buckets: dict[str, list[nn.Parameter]] = {"model": [], "model_no_decay": [], "head": [], "head_no_decay": []}
+    buckets: dict[str, list[nn.Parameter]] = {name: [] for name in
+                                              ("model", "model_no_decay", "head", "head_no_decay")}
     for name, param in model.named_parameters():
         if param.requires_grad:
             part = "head" if split_head and name.startswith("head.") else "model"
@@ -97,7 +98,8 @@ def param_groups(model: nn.Module, loss: nn.Module, lr: float, weight_decay: flo
     for name, params in buckets.items():
         if params or name == "model":
             head = name.startswith("head")
-            groups.append({"params": params, "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay,
+            decay = 0.0 if name.endswith("no_decay") else weight_decay
+            groups.append({"params": params, "weight_decay": decay,
                            "base_lr": lr * (head_lr_multiplier if head else 1.0), "name": name})
     if not groups[0]["params"]:  # everything trainable went to the head groups
         groups.pop(0)
@@ -110,7 +112,7 @@ def param_groups(model: nn.Module, loss: nn.Module, lr: float, weight_decay: flo
     return groups
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
 
 def build_optimizer(name: str, model: nn.Module, loss: nn.Module, lr: float, momentum: float = 0.9,
@@ -118,7 +120,9 @@ def build_optimizer(name: str, model: nn.Module, loss: nn.Module, lr: float, mom
                     loss_lr_multiplier: float = 1.0, head_lr_multiplier: float = 1.0,
                     betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
     """``sgd`` (``momentum``, ``nesterov``; weight decay as L2), ``adam`` (weight decay as L2, like the
-    original Adam) or ``adamw`` (decoupled weight decay, Loshchilov & Hutter) over ``param_groups(...)``."""
+    original Adam), ``adamw`` (decoupled weight decay, Loshchilov & Hutter) or ``rmsprop`` (``momentum``;
+    TensorFlow 1.x's defaults: decay 0.9, epsilon 1e-10, which the original TF implementations ran with;
+    torch's own are 0.99 and 1e-8) over ``param_groups(...)``."""
     groups = param_groups(model, loss, lr, weight_decay, no_decay_bn_bias, loss_lr_multiplier,
                           head_lr_multiplier)
     if name == "sgd":
@@ -128,6 +132,9 @@ def build_optimizer(name: str, model: nn.Module, loss: nn.Module, lr: float, mom
         return torch.optim.Adam(groups, lr=lr, betas=betas, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1e-10, momentum=momentum,
+                                   weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; use one of {OPTIMIZERS}")
 
 
