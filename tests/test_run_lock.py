@@ -116,3 +116,29 @@ def test_two_concurrent_trains_on_one_run_dir_one_is_refused_nothing_mixed(tmp_p
     assert evals == sorted(set(evals)) and evals[-1] == 2  # one run's records, each once
     assert steps and steps == sorted(set(steps))
     assert "lr: 0.01" in (run / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_two_concurrent_resumes_one_is_refused_no_duplicate_records(tmp_path):
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "clusterloss", "train"]
+    fast = ["--set", "train.num_threads=1", "--set", "train.progress=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*base, "--config", "digits_convnet", "--run-dir", str(run), "--set", "train.epochs=1",
+                    *fast], check=True, capture_output=True, env=env, timeout=600)
+    resume = [*base, "--resume", str(run), "--set", "train.epochs=3", *fast]
+    first = subprocess.Popen(resume, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while f"pid {first.pid}" not in (run / LOCK_NAME).read_text() and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(resume, capture_output=True, text=True, env=env, timeout=300)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    lines = [line for line in second.stderr.splitlines() if line.strip()]
+    assert second.returncode == 1 and len(lines) == 1, second.stderr
+    assert f"in use by pid {first.pid}" in lines[0]
+    import json
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["split"] == "train"]
+    assert steps == sorted(set(steps))  # the refused resume wrote nothing
