@@ -29,6 +29,7 @@ from .utils.files import atomic_write
 
 # Checkpoints a resume may start from, newest first: last.pt, the one it replaced, the best evaluation's.
 RESUME_CANDIDATES = ("last.pt", "last.prev.pt", "best.pt")
+RESUME_KEYS = ("model", "optimizer", "scheduler", "sampler", "rng", "loss", "config", "epoch", "step")
 # The temp files of utils.files.atomic_write: ".<name>.<16 hex digits>.tmp".
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
 _NO_ROOM = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
@@ -168,8 +169,10 @@ def load_resumable(run_dir: str | Path,
             continue
         try:
             ckpt = load_checkpoint(path, map_location=map_location)
-            if "model" not in ckpt or "config" not in ckpt or "step" not in ckpt:
-                raise ValueError(f"{path} is not a resumable clusterloss checkpoint (no model/config/step)")
+            missing = [key for key in RESUME_KEYS if key not in ckpt]
+            if missing or not isinstance(ckpt["config"], dict):
+                raise ValueError(f"{path} is not a resumable clusterloss checkpoint (it lacks "
+                                 f"{', '.join(missing) or 'a config dict'})")
         except ValueError as err:
             problems.append(str(err))
             continue
@@ -218,7 +221,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 def _in_channels(ckpt: dict[str, Any]) -> int:
     if "in_channels" in ckpt:
         return int(ckpt["in_channels"])
-    first_conv = next(v for k, v in ckpt["model"].items() if k.startswith("backbone.") and v.dim() == 4)
+    first_conv = next((v for k, v in ckpt["model"].items()
+                       if k.startswith("backbone.") and isinstance(v, torch.Tensor) and v.dim() == 4), None)
+    if first_conv is None:
+        raise ValueError("not a clusterloss checkpoint: no 'in_channels' entry and no backbone convolution "
+                         "to read it from")
     return int(first_conv.shape[1])
 
 
@@ -226,8 +233,8 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> tuple[nn.Module,
     """Rebuild the trained model (eval mode, on CPU) and its ``Config`` from a checkpoint dict or path."""
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise ValueError("not a clusterloss checkpoint: it needs 'config' and 'model' entries")
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
+        raise ValueError("not a clusterloss checkpoint: it needs 'config' and 'model' entries (dicts)")
     config = Config.from_dict(ckpt["config"])
     # Pretrained weights are not read again (the checkpoint holds the trained ones): only the architecture
     # and the preprocessing they imply.
@@ -238,12 +245,15 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> tuple[nn.Module,
 
 def load_weights(model: nn.Module, state: dict[str, Any], where: str) -> None:
     """``model.load_state_dict(state)`` with a size or key mismatch as one ValueError line."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"the weights in {where} are not a state dict of tensors")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = next((line for line in lines[1:] if "size mismatch" in line or "key" in line.lower()),
                       lines[0] if lines else "")
+        detail = detail if len(detail) <= 240 else detail[:240] + " ..."
         raise ValueError(f"the weights in {where} do not fit the model its config describes ({detail}); "
                          "it was written for another model, or the model settings were changed") from None
 
