@@ -6,7 +6,7 @@ import pytest
 
 from clusterloss.config import Config, load_config, save_config
 from clusterloss.losses import build_loss
-from clusterloss.models import build_model
+from clusterloss.models import build_model_from_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -21,8 +21,8 @@ def test_configs_folder_is_not_empty():
 def test_every_config_builds_its_model_and_loss(path):
     config = load_config(path)
     in_channels = 1 if config.data.name == "digits" else 3
-    model = build_model(config.model.name, embedding_dim=config.model.embedding_dim, in_channels=in_channels,
-                        **config.model.options)
+    # every model.* key as the trainer uses it; pretrained weights are not read (no download in tests)
+    model = build_model_from_config(config.model, in_channels=in_channels, load_weights=False)
     assert model.embedding_dim == config.model.embedding_dim
     options = dict(config.loss.options)
     if config.loss.name == "facility_location":
