@@ -137,8 +137,10 @@ def _load_npy(path, what: str) -> np.ndarray:
         raise FileNotFoundError(f"{what} {path} not found (or not a file); pass a .npy written by "
                                 "`clusterloss extract` or numpy.save")
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+        # Memory-mapped first: a header that declares more data than the file holds fails here, before any
+        # allocation of the declared size.
+        return np.array(np.load(path, mmap_mode="r", allow_pickle=False))
+    except (ValueError, OSError, EOFError, MemoryError) as err:
         raise ValueError(f"{what} {path} is not a readable .npy array ({err}); write it with "
                          "numpy.save") from err
 
