@@ -167,23 +167,21 @@ def main() -> None:
     print("|---" * (header.count("|") - 1) + "|")
     for n in args.sizes:
         classes, dim, ks = CONFIGS[n]
-        rows = [run("clusterloss", n, 1, args.timeout)]
+        # PML first, so that every row can be printed (with its ratio) as soon as it is measured.
         if n >= SUBSET_FROM:
             pml = {"tool": "pml", "n": n, "seeds": 1,
                    "note": "skipped: full 1M x 1M kNN + 8 GB neighbour table"}
         else:
             pml = run("pml", n, 1, args.timeout)
-        rows.append(pml)
-        if n <= DEFAULT_SEEDS_UP_TO:
-            rows.append(run("clusterloss", n, 3, args.timeout))
-        for r in rows:
+        jobs = [("clusterloss", 1)] + ([("clusterloss", 3)] if n <= DEFAULT_SEEDS_UP_TO else [])
+        for r in [pml] + [run(tool, n, seeds, args.timeout) for tool, seeds in jobs]:
             name = "PML AccuracyCalculator" if r["tool"] == "pml" else "clusterloss"
             if r["tool"] == "clusterloss" and r["seeds"] > 1:
                 name += ", default seeds"
             if n >= SUBSET_FROM and r["tool"] == "clusterloss":
                 name += f" ({SUBSET_QUERIES // 1000}k-query subset)"
             if "note" in r:
-                print(f"| {n:,} | {dim} | {classes} | {name} | {r['note']} |" + " |" * 12)
+                print(f"| {n:,} | {dim} | {classes} | {name} | {r['note']} |" + " |" * 12, flush=True)
                 continue
             ratio = ""
             if r["tool"] == "clusterloss" and "seconds" in pml:
