@@ -143,3 +143,22 @@ def test_inshop_wrong_count_line(tmp_path, official):
     path.write_text("7\n" + path.read_text().split("\n", 1)[1])
     with pytest.raises(ValueError, match="the first line must be the number of images"):
         load_dataset("inshop", "all", tmp_path, options=_options(tmp_path))
+
+
+@pytest.mark.parametrize("recipe", ["cars196_resnet50", "sop_resnet50", "inshop_resnet50"])
+def test_recipes_load_their_benchmark(tmp_path, official, recipe):
+    from pathlib import Path
+
+    from clusterloss.config import load_config
+    from clusterloss.data.protocols import splits_from_config
+
+    root = tmp_path / "release"
+    {"cars196_resnet50": lambda: official.cars(root), "sop_resnet50": lambda: official.sop(root),
+     "inshop_resnet50": lambda: official.inshop(root)}[recipe]()
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    config = load_config(configs / f"{recipe}.yaml", [f"data.root={root}", "data.image_size=24",
+                                                       f"data.cache_dir={tmp_path / 'cache'}"])
+    splits = splits_from_config(config.data)
+    assert len(splits.train) and len(splits.eval) and splits.train.view_size == 24
+    assert not set(splits.train.labels.tolist()) & set(splits.eval.labels.tolist())
+    assert (splits.eval.query_mask is not None) == (recipe == "inshop_resnet50")
