@@ -78,8 +78,11 @@ def view_features(model: torch.nn.Module, dataset, views: int, augmentation: str
     for i, start in enumerate(range(0, len(dataset), batch_size)):
         part = None if parts_dir is None else Path(parts_dir) / f"part{i:05d}.pt"
         if part is not None and part.exists():
-            parts.append(torch.load(part, weights_only=True))
-            continue
+            try:
+                parts.append(torch.load(part, weights_only=True))
+                continue
+            except (RuntimeError, EOFError, OSError):  # cut short by a kill: compute it again
+                part.unlink()
         generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
         images = dataset.images[start:start + batch_size]
         batch = [eval_view(images, size, crop)]
@@ -87,8 +90,9 @@ def view_features(model: torch.nn.Module, dataset, views: int, augmentation: str
         parts.append(torch.stack([_pooled(model, apply_affine(v, scale, shift)) for v in batch], 1).half())
         if part is not None:
             part.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(parts[-1], part.with_suffix(".tmp"))
-            part.with_suffix(".tmp").replace(part)
+            tmp = part.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(parts[-1], tmp)
+            tmp.replace(part)
     return torch.cat(parts)
 
 

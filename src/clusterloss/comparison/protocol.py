@@ -114,14 +114,15 @@ def run_protocol(path: str | Path, runs_dir: str | Path | None = None, results_d
     write_json(results_dir / "selection.json", {"metric": protocol.tune_metric, "entries": selection})
 
     finals: dict[str, list[dict[str, float]]] = {}
-    all_tuned = all(n in tuned for n in names)
-    for name in names:  # phase 2: only once every entry has its settings
-        if not all_tuned or name not in tuned:
-            break
+    # Phase 2 starts new runs only once every entry has its settings; finished ones are always read back.
+    may_start = "final" in phases and all(n in tuned for n in names)
+    for name in names:
+        if name not in tuned:
+            continue
         runs = []
         for seed in range(protocol.final_seeds):
             run_dir = runs_dir / "final" / name / f"seed{seed}"
-            if "final" not in phases and not (run_dir / "final_metrics.json").exists():
+            if not may_start and not (run_dir / "final_metrics.json").exists():
                 break
             _log(f"final {name} {tuned[name]['point']} seed {seed}")
             entry = protocol.entries[name]
