@@ -18,6 +18,7 @@ would give a loss of 0 with NaN gradients, or meaningless neighbours).
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -75,8 +76,12 @@ def check_labels(labels: Any, n: int | None = None, *, name: str = "labels",
     return t
 
 
-def check_embeddings(embeddings: Any, *, name: str = "embeddings", min_rows: int = 1) -> torch.Tensor:
-    """Validate an [N, D] embedding; return it as a tensor (a tensor input is returned as is, graph kept)."""
+def check_embeddings(embeddings: Any, *, name: str = "embeddings", min_rows: int = 1,
+                     compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Validate an [N, D] embedding; return it as a tensor (a tensor input is returned as is, graph kept).
+
+    ``compute_dtype``: the dtype distances will be computed in (default: the input's; float32 for half).
+    """
     x = embeddings if isinstance(embeddings, torch.Tensor) else torch.as_tensor(np.asarray(embeddings))
     if x.dim() != 2:
         raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(x.shape)}")
@@ -91,9 +96,12 @@ def check_embeddings(embeddings: Any, *, name: str = "embeddings", min_rows: int
         raise ValueError(f"{name} contain NaN or Inf; check the model output (e.g. a diverged run, lr, AMP)")
     # Distances |a|^2 + |b|^2 - 2ab are computed in this dtype (half precision in float32): they must not
     # overflow, or every distance becomes inf/NaN.
-    work = data if data.dtype in (torch.float32, torch.float64) else data.float()
-    if data.numel() and not bool(torch.isfinite(4 * work.pow(2).sum(dim=1).max())):
-        largest = float(data.abs().max())
-        raise ValueError(f"{name} are too large for {work.dtype} distances (largest |value| {largest:.3g}): "
-                         "squared distances overflow; L2-normalize or rescale them")
+    if compute_dtype is None:
+        compute_dtype = data.dtype if data.dtype in (torch.float32, torch.float64) else torch.float32
+    if data.numel():
+        largest = max(abs(float(data.max())), abs(float(data.min())))  # no copy of a large embedding
+        bound = 4.0 * data.shape[1] * largest**2 if largest < 1e150 else math.inf  # >= |a|^2 + |b|^2 - 2ab
+        if bound > torch.finfo(compute_dtype).max:
+            raise ValueError(f"{name} are too large for {compute_dtype} distances (largest |value| "
+                             f"{largest:.3g}): squared distances overflow; L2-normalize or rescale them")
     return x

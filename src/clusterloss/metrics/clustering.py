@@ -37,7 +37,7 @@ _CHUNK_BYTES = 256 * 2**20
 
 
 def _as_points(embeddings) -> np.ndarray:
-    x = check_embeddings(embeddings)
+    x = check_embeddings(embeddings, compute_dtype=torch.float32)  # k-means runs in float32
     return np.ascontiguousarray(x.detach().cpu().float().numpy(), dtype=np.float32)
 
 

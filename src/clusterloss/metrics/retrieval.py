@@ -75,10 +75,10 @@ _CHUNK_BYTES = 256 * 2**20
 
 
 def _as_float_tensor(embeddings, *, min_rows: int = 2, name: str = "embeddings") -> torch.Tensor:
-    x = check_embeddings(embeddings, name=name)
+    x = check_embeddings(embeddings, name=name, compute_dtype=torch.float32)
     if x.shape[0] < min_rows:
         raise ValueError(f"need at least {min_rows} samples to retrieve neighbours, got {x.shape[0]}")
-    return x.detach().float().contiguous()
+    return x.detach().float().contiguous()  # distances in float32 (torch and faiss), checked above
 
 
 def _as_gallery(gallery, x: torch.Tensor) -> torch.Tensor:
