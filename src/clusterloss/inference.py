@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .data.dataset import ImageDataset
 from .data.loader import iterate_in_order
@@ -38,8 +39,6 @@ def embed_dataset(
     device = torch.device(device)
     batches = iterate_in_order(dataset, batch_size, device, mean, std)
     if progress:
-        from tqdm import tqdm
-
         batches = tqdm(batches, total=math.ceil(len(dataset) / batch_size), dynamic_ncols=True,
                        desc=f"embedding {dataset.name}/{dataset.split}")
     autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
