@@ -404,3 +404,13 @@ def test_pickle_with_a_huge_declared_array_is_refused_before_allocating(tmp_path
     fine = tmp_path / "fine.pkl"
     fine.write_bytes(pickle.dumps({"a": np.arange(1000)}, protocol=4))
     assert (safe_load(fine)["a"] == np.arange(1000)).all()
+
+
+def test_npy_header_declaring_more_than_the_file_holds_is_one_line(tmp_path, capsys):
+    np.save(tmp_path / "e.npy", np.zeros((4, 3), np.float32))
+    raw = (tmp_path / "e.npy").read_bytes()
+    (tmp_path / "e.npy").write_bytes(raw.replace(b"'shape': (4, 3), ", b"'shape': (99999999999, 3), "))
+    np.save(tmp_path / "l.npy", np.array([0, 0, 1, 1]))
+    args = ["evaluate", "--embeddings", str(tmp_path / "e.npy"), "--labels", str(tmp_path / "l.npy")]
+    assert main(args) == 1
+    one_error_line(capsys, "e.npy", "not a readable .npy")
