@@ -32,3 +32,24 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda:1")
+
+
+def test_jit_compiles_without_a_disk_cache_where_numba_cannot_cache(monkeypatch):
+    import numba
+    import pytest
+
+    from clusterloss.utils import compiled
+
+    def refusing(*args, **kwargs):  # numba raises this at decoration when it finds no cache location
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file '<x>'")
+        return numba.njit(*args, **kwargs)
+
+    monkeypatch.setattr(compiled, "njit", refusing)
+
+    def add_one(x):
+        return x + 1
+
+    with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
+        fast = compiled.jit(add_one)
+    assert fast(41) == 42 and hasattr(fast, "py_func")
