@@ -5,7 +5,8 @@
    the trial with the best mean ``tune.metric`` wins (ties: the earlier trial). Before any run,
    ``check_no_leak`` proves the validation splits hold no class of the final evaluation split.
 2. **final**: the chosen settings, seeds ``0 .. final.seeds - 1`` on the full training classes, evaluated
-   once (final epoch) on the unseen classes. No final run starts before every entry is tuned.
+   once (final epoch) on the unseen classes, seed-major (seed 0 of every entry first). No final run starts
+   before every entry is tuned.
 3. **sweeps** (optional): one-factor studies on the validation split (e.g. gamma, classes per batch).
 
 Runs live under ``runs_dir`` (``runs/evidence/<name>/{tune,final,sweeps}/...``); each writes
@@ -116,19 +117,22 @@ def run_protocol(path: str | Path, runs_dir: str | Path | None = None, results_d
     finals: dict[str, list[dict[str, float]]] = {}
     # Phase 2 starts new runs only once every entry has its settings; finished ones are always read back.
     may_start = "final" in phases and all(n in tuned for n in names)
-    for name in names:
-        if name not in tuned:
-            continue
-        runs = []
-        for seed in range(protocol.final_seeds):
+    # Seed-major (seed 0 of every entry, then seed 1, ...): a budget cut short leaves every entry equally
+    # many seeds; each entry keeps its seeds 0..n-1 in order (a gap stops that entry).
+    stopped: set[str] = set()
+    for seed in range(protocol.final_seeds):
+        for name in names:
+            if name not in tuned or name in stopped:
+                continue
             run_dir = runs_dir / "final" / name / f"seed{seed}"
             if not may_start and not (run_dir / "final_metrics.json").exists():
-                break
+                stopped.add(name)
+                continue
             _log(f"final {name} {tuned[name]['point']} seed {seed}")
             entry = protocol.entries[name]
-            runs.append(runner(run_config(protocol, entry, tuned[name]["point"], seed, False), run_dir))
-        if runs:
-            finals[name] = runs
+            metrics = runner(run_config(protocol, entry, tuned[name]["point"], seed, False), run_dir)
+            finals.setdefault(name, []).append(metrics)
+    finals = {name: finals[name] for name in names if name in finals}
 
     sweeps: dict[str, Any] = {}
     for sweep in protocol.sweeps:  # phase 3: one-factor studies, validation only
