@@ -95,6 +95,9 @@ def test_skip_bad_images_reports_the_count(tmp_path, official):
         data = load_dataset("imagefolder", "all", root, options=_options(tmp_path, skip_bad_images=True))
     assert len(data) == 4 and "b/001.png" not in data.paths and "a/000.png" not in data.paths
     assert data.labels.tolist() == [0, 0, 1, 1]
+    for i, relative in enumerate(data.paths):  # the good images, from a compacted map on disk
+        assert np.array_equal(data.images[i].numpy(), decode_square(root / relative, 27, 24))
+    assert len(list((tmp_path / "cache").glob("*-good.npy"))) == 1
     # the same cache without the flag: still an error, never a silent skip
     with pytest.raises(BadImageError, match="1 more bad files"):
         load_dataset("imagefolder", "all", root, options=_options(tmp_path))

@@ -205,10 +205,27 @@ def load_cache(source: Path, relative: Sequence[str], options: PhotoOptions, lab
         raise ValueError(f"{images_path} has shape {images.shape}, expected {expected}; "
                          "delete it to rebuild")
     keep = np.setdiff1d(np.arange(len(relative)), np.array([i for i, _ in bad], dtype=np.int64))
-    tensor = torch.from_numpy(images)
-    if len(keep) < len(relative):
-        tensor = tensor[torch.from_numpy(keep)]  # only with skipped files: a copy of the good ones
-    return tensor, keep
+    if len(keep) < len(relative):  # skipped files: a second, compacted map of the good images (on disk)
+        good_path = images_path.with_name(f"{images_path.stem}-good.npy")
+        if not good_path.is_file():
+            _compact(images, keep, good_path)
+        images = np.load(good_path, mmap_mode="c")
+    return torch.from_numpy(images), keep
+
+
+def _compact(images: np.ndarray, keep: np.ndarray, target: Path, chunk: int = 256) -> None:
+    """Copy rows ``keep`` of the memory map ``images`` into a new .npy at ``target``, chunk by chunk."""
+    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.npy")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *images.shape[1:]))
+        for start in range(0, len(keep), chunk):
+            out[start : start + chunk] = images[keep[start : start + chunk]]
+        out.flush()
+        del out
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def photo_dataset(
