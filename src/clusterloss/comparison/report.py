@@ -20,7 +20,7 @@ from .runs import write_json
 from .spec import Protocol
 from .stats import describe, paired
 
-__all__ = ["write_summary", "verdict", "markdown_table"]
+__all__ = ["write_summary", "verdict", "markdown_table", "summary_table"]
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
@@ -110,6 +110,27 @@ def write_summary(protocol: Protocol, tuned: dict[str, Any], finals: dict[str, l
     return result
 
 
+def summary_table(protocol: Protocol, result: dict[str, Any]) -> str:
+    """One row per loss: chosen settings, mean ± std of each metric, the paired difference to the reference
+    on the tuning metric (95 % CI, t-test p), seconds per run (the table the README shows)."""
+    ref, key = protocol.reference, protocol.tune_metric
+    header = ["loss (seeds)", "chosen on validation", *[metric_label(m) for m in protocol.metrics],
+              f"Δ{metric_label(key)} vs {ref} [95 % CI], p", "s / run"]
+    rows = []
+    for name, per in result["summary"].items():
+        cells = [f"{_pct(per[m]['mean'])} ± {_pct(per[m]['std'])}" if m in per else "—"
+                 for m in protocol.metrics]
+        c = result["paired_vs_reference"].get(name, {}).get(key)
+        diff = "—" if c is None else (f"{100 * c['mean_diff']:+.2f}" + (
+            "" if c["ci95"] is None else f" [{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}]") +
+            ("" if c["t_p"] is None else f", p = {c['t_p']:.2g}"))
+        seconds = result["train_seconds"].get(name)
+        rows.append([f"{name} ({len(result['final_runs'][name])})",
+                     _point_text(result["selection"].get(name, {}).get("point", {})), *cells, diff,
+                     "—" if seconds is None else f"{seconds['mean']:.0f}"])
+    return markdown_table(header, rows)
+
+
 def _markdown(protocol: Protocol, result: dict[str, Any]) -> str:
     ref, metric = protocol.reference, protocol.tune_metric
     out = [f"# {protocol.name}", ""]
@@ -120,6 +141,8 @@ def _markdown(protocol: Protocol, result: dict[str, Any]) -> str:
             f"overrides {protocol.set or 'none'}). Machine: {m['cpus']} CPUs ({m['processor']}), torch "
             f"{m['torch']}, load average {m['load_average_at_summary']} when this summary was written. "
             f"Written {result['written']}.", ""]
+    if result["summary"]:
+        out += [summary_table(protocol, result), ""]
     out += [f"## Tuning: {protocol.trials} trials per loss on the validation split, seeds "
             f"{protocol.tune_seeds}, chosen by validation {metric_label(metric)}", ""]
     rows = []
