@@ -144,3 +144,25 @@ def test_threads_do_not_change_the_batches():
     assert torch.equal(one, two)
     scale, shift = normalization_affine([0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 3, torch.device("cpu"))
     assert torch.equal(_parallel_affine(one, scale, shift, 2), apply_affine(one, scale, shift))
+
+
+def test_fused_photo_path_equals_gather_crop_normalize():
+    from clusterloss.data.augment import apply_affine, normalization_affine
+
+    images = torch.randint(0, 256, (20, 3, 64, 64), dtype=torch.uint8)
+    index = torch.tensor([3, 17, 0, 5, 5, 11])
+    scale, shift = normalization_affine([0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 3, torch.device("cpu"))
+    fused = random_resized_crop(images, 48, torch.Generator().manual_seed(2), index=index,
+                                affine=(scale, shift), workers=2)
+    plain = random_resized_crop(images[index], 48, torch.Generator().manual_seed(2))
+    plain = apply_affine(plain, scale, shift)
+    assert fused.dtype == torch.float32 and torch.equal(fused, plain)
+    photos = ImageDataset(images, torch.arange(20) % 5, list("abcde"), view_size=48, eval_crop=EVAL_CROP,
+                          default_augmentation="random_resized_crop")
+    batches = [[3, 17, 0, 5, 5, 11], [1, 2]]
+    ours = list(DeviceBatchLoader(photos, batches, "cpu", [0.4, 0.5, 0.6], [0.2, 0.25, 0.3],
+                                  generator=torch.Generator().manual_seed(9)))
+    g = torch.Generator().manual_seed(9)
+    for (got, labels), batch in zip(ours, batches, strict=True):
+        expected = apply_affine(random_resized_crop(images[batch], 48, g), scale, shift)
+        assert torch.equal(got, expected) and torch.equal(labels, torch.tensor(batch) % 5)

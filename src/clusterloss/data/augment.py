@@ -221,7 +221,8 @@ def sample_resized_crop_boxes(
 
 
 def resized_crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int,
-                       flip: torch.Tensor | None = None, workers: int = 1) -> torch.Tensor:
+                       flip: torch.Tensor | None = None, workers: int = 1, index: torch.Tensor | None = None,
+                       affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Each image's box (top, left, h, w) resized to ``size x size``, optionally mirrored left-right.
 
     ``torchvision.transforms.functional.resized_crop(img, top, left, h, w, [size, size], antialias=True)``
@@ -230,17 +231,24 @@ def resized_crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int,
     torch's vectorized uint8 path (channels-last), several times faster than float or ``grid_sample``.
     Returns the input's dtype (uint8 results are rounded), [B, C, size, size]. ``workers``: CPU threads that
     share the images (torch releases the GIL in its kernels); the result does not depend on it.
+    ``index``: crop rows ``images[index[i]]`` (e.g. of a memory-mapped dataset: only the boxes are read, no
+    gathered copy of the batch). ``affine``: (scale, shift) [1, C, 1, 1]: return float32
+    ``crop * scale + shift`` (the loader's normalization, fused per image while the crop is in cache).
     """
-    b, c = images.shape[:2]
-    out = torch.empty((b, c, size, size), dtype=images.dtype, device=images.device)
+    b, c = boxes.shape[0], images.shape[1]
+    dtype = torch.float32 if affine is not None else images.dtype
+    out = torch.empty((b, c, size, size), dtype=dtype, device=images.device)
     fast_uint8 = images.dtype == torch.uint8 and images.device.type == "cpu"
     flips = [False] * b if flip is None else flip.tolist()
     box_list = boxes.tolist()
+    rows = list(range(b)) if index is None else index.tolist()
+    if affine is not None:
+        scale, shift = affine[0][0], affine[1][0]
 
     def crop_range(start: int, stop: int) -> None:
         for i in range(start, stop):
             top, left, h, w = box_list[i]
-            crop = images[i : i + 1, :, top : top + h, left : left + w]
+            crop = images[rows[i] : rows[i] + 1, :, top : top + h, left : left + w]
             if fast_uint8:
                 crop = crop.contiguous(memory_format=torch.channels_last)
             elif not crop.is_floating_point():
@@ -249,7 +257,12 @@ def resized_crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int,
                                     antialias=True)
             if not fast_uint8 and not images.is_floating_point():
                 resized = resized.round_().clamp_(0, 255)
-            out[i] = resized[0].flip(-1) if flips[i] else resized[0]
+            result = resized[0].flip(-1) if flips[i] else resized[0]
+            if affine is None:
+                out[i] = result
+            else:
+                torch.mul(result, scale, out=out[i])
+                out[i].add_(shift)
 
     if workers <= 1 or images.device.type != "cpu" or b < 2:
         crop_range(0, b)
@@ -268,22 +281,26 @@ def random_resized_crop(
     scale: tuple[float, float] = (0.16, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     workers: int = 1,
+    index: torch.Tensor | None = None,
+    affine: tuple[torch.Tensor, torch.Tensor] | None = None,
     **_options,
 ) -> torch.Tensor:
     """Random resized crop (torchvision's box rule, scale 0.16-1, ratio 3/4-4/3) to ``size`` + flip (p=1/2).
 
     The box parameters are drawn on ``generator``'s device (the global RNG when None), the resampling on
-    the images' device. Returns the input's dtype (uint8 stays uint8), [B, C, size, size].
+    the images' device. Returns the input's dtype (uint8 stays uint8), [B, C, size, size]; ``index`` and
+    ``affine`` as in ``resized_crop_batch`` (crop rows of a larger tensor; fused normalization).
     """
     if images.dim() != 4:
         raise ValueError(f"random_resized_crop expects a batch [B, C, H, W], got shape {tuple(images.shape)}")
-    b, _, height, width = images.shape
+    _, _, height, width = images.shape
+    b = images.shape[0] if index is None else len(index)
     if b == 0:
         return images.new_empty((0, images.shape[1], size, size))
     boxes = sample_resized_crop_boxes(height, width, b, scale, ratio, generator)
     draw_device = generator.device if generator is not None else images.device
     flip = torch.rand(b, generator=generator, device=draw_device) < 0.5
-    return resized_crop_batch(images, boxes, size, flip, workers)
+    return resized_crop_batch(images, boxes, size, flip, workers, index, affine)
 
 
 def _crop_flip(images: torch.Tensor, size: int, generator: torch.Generator | None = None,
