@@ -9,8 +9,9 @@ Uses real CIFAR-10 (../shared/data or --root) when present, else synthetic uint8
 
 Photo row (``--cub DIR``, default ../shared/data/CUB_200_2011_subset; skipped when absent or ``--no-photos``):
 the real CUB JPEGs decoded once into the image cache (built fresh in a temporary folder, so its build rate
-is measured), then ours = sampler (32 x 4) -> gather from the memory map -> batched random resized crop
-(scale 0.16-1, ratio 3/4-4/3) to 224 + flip -> normalize; against torchvision's per-image pipeline (PIL
+is measured), then ours = sampler (32 x 4) -> random resized crop (scale 0.16-1, ratio 3/4-4/3) of each
+image straight from the memory map to 224 + flip, normalized per crop (DeviceBatchLoader on ``--device``);
+against torchvision's per-image pipeline (PIL
 decode + RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize, DataLoader batch 128,
 ``num_workers=2``) over the same files, in the same run.
 Run: .venv/bin/python benchmarks/data_speed.py [--root DIR] [--batches N] [--cub DIR] [--device cuda]
@@ -118,8 +119,8 @@ def photo_rows(cub_root: str, batches: int, baseline_batches: int, device: str) 
         sampler = ClassBalancedBatchSampler(data.labels, 32, 4, seed=0)
         loader = DeviceBatchLoader(data, sampler, device, mean, std, augmentation="random_resized_crop",
                                    generator=torch.Generator(device=device).manual_seed(0))
-        rows = [("ours, photos: sampler -> gather from the memory-mapped cache -> batched random resized "
-                 f"crop 224 + flip -> normalize ({device})", *_images_per_second(loader, batches, device))]
+        rows = [("ours, photos: sampler -> random resized crop 224 + flip from the memory-mapped cache "
+                 f"-> normalize ({device})", *_images_per_second(loader, batches, device))]
         folder = Path(cub_root) / "CUB_200_2011"
         folder = folder if folder.is_dir() else Path(cub_root)
         per_image = PerImagePhotos([folder / p for p in data.paths], data.labels, mean.tolist(), std.tolist())
