@@ -11,9 +11,8 @@ Photo row (``--cub DIR``, default ../shared/data/CUB_200_2011_subset; skipped wh
 the real CUB JPEGs decoded once into the image cache (built fresh in a temporary folder, so its build rate
 is measured), then ours = sampler (32 x 4) -> random resized crop (scale 0.16-1, ratio 3/4-4/3) of each
 image straight from the memory map to 224 + flip, normalized per crop (DeviceBatchLoader on ``--device``);
-against torchvision's per-image pipeline (PIL
-decode + RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize, DataLoader batch 128,
-``num_workers=2``) over the same files, in the same run.
+against torchvision's per-image pipeline (PIL decode + RandomResizedCrop(224) + RandomHorizontalFlip +
+ToTensor + Normalize, DataLoader batch 128, ``num_workers=2``) over the same files, in the same run.
 Run: .venv/bin/python benchmarks/data_speed.py [--root DIR] [--batches N] [--cub DIR] [--device cuda]
 """
 
