@@ -89,6 +89,7 @@ def test_protocol_tunes_on_validation_only_then_runs_final_seeds(tmp_path):
         assert (tmp_path / "results" / name).exists(), name
     md = (tmp_path / "results" / "compare.md").read_text()
     assert "Paired against facility_location" in md and "Sweep `gamma`" in md
+    assert "ΔMAP@R vs facility_location" in md.split("## Tuning")[0], "the summary table comes first"
     assert len(result["sweeps"]["gamma"]) == 2
 
     again = run_protocol(path, tmp_path / "runs", tmp_path / "results", runner=_reuse_only)

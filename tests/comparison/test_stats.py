@@ -77,3 +77,15 @@ def test_margin_share_hand_worked():
     zero = WithStats()
     zero.last_stats = {"margin": 0.0, "energy_gap": 0.0}
     assert loss_margin_stats(zero)["margin_share"] == 0.0
+
+
+def test_verdict_wording_follows_the_paired_t_test():
+    from clusterloss.comparison.report import verdict
+
+    worse = paired([0.50, 0.52, 0.49, 0.51, 0.50], [0.40, 0.41, 0.40, 0.42, 0.41])  # other - reference > 0
+    assert verdict("fl", "nmi", worse).startswith("fl loses on NMI by 9.60 ±")
+    better = paired([0.40, 0.41, 0.40, 0.42, 0.41], [0.50, 0.52, 0.49, 0.51, 0.50])
+    assert verdict("fl", "recall@1", better).startswith("fl wins on R@1 by 9.60 ±")
+    noisy = paired([0.5, 0.4, 0.6], [0.45, 0.5, 0.55])
+    assert verdict("fl", "map@r", noisy).startswith("no significant difference on MAP@R")
+    assert "no test" in verdict("fl", "nmi", paired([0.5], [0.4]))
