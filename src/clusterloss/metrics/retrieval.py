@@ -115,6 +115,20 @@ def _sort_by_distance_then_index(dist: torch.Tensor, idx: torch.Tensor) -> tuple
     return dist.gather(1, order), idx.gather(1, order)
 
 
+def _order_rows_needing_it(dist: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance, index) order for rows already sorted by distance (faiss's output): only rows that are out
+    of order or hold equal distances in the wrong index order are re-sorted (at k = 1000 a full sort of
+    every row cost more than faiss's search)."""
+    if dist.shape[1] < 2:
+        return dist, idx
+    step_d = dist[:, 1:] - dist[:, :-1]
+    bad = ((step_d < 0) | ((step_d == 0) & (idx[:, 1:] < idx[:, :-1]))).any(dim=1)
+    if bad.any():
+        rows = bad.nonzero()[:, 0]
+        dist[rows], idx[rows] = _sort_by_distance_then_index(dist[rows], idx[rows])
+    return dist, idx
+
+
 def _distances(xq, sqq, g, sqg, self_idx):
     """Squared distances [B, M] of query rows to every target row; a query's own row (``self_idx``) is inf."""
     d = torch.addmm(sqq[:, None] + sqg[None, :], xq, g.T, alpha=-2.0).clamp_min_(0)
@@ -161,14 +175,17 @@ def _knn_chunk_faiss(index, xq, sqq, g, sqg, self_idx, k):
     dist, idx = torch.from_numpy(dist), torch.from_numpy(idx)
     keep = want
     if self_idx is not None:
-        is_self = idx == self_idx[:, None]
-        # With many duplicates at distance 0 the query itself may fall outside the list: drop the last.
-        missing = ~is_self.any(dim=1)
-        is_self[missing, -1] = True
         keep = want - 1
-        dist = dist[~is_self].view(len(xq), keep)
-        idx = idx[~is_self].view(len(xq), keep)
-    dist, idx = _sort_by_distance_then_index(dist, idx)
+        if bool((idx[:, 0] == self_idx).all()):  # the usual case: each query first, at distance 0
+            dist, idx = dist[:, 1:], idx[:, 1:]
+        else:
+            is_self = idx == self_idx[:, None]
+            # With many duplicates at distance 0 the query itself may fall outside the list: drop the last.
+            missing = ~is_self.any(dim=1)
+            is_self[missing, -1] = True
+            dist = dist[~is_self].view(len(xq), keep)
+            idx = idx[~is_self].view(len(xq), keep)
+    dist, idx = _order_rows_needing_it(dist, idx)
     if keep > k:
         tied = dist[:, k - 1] == dist[:, k]
         dist, idx = dist[:, :k].contiguous(), idx[:, :k].contiguous()
