@@ -166,3 +166,21 @@ def test_fused_photo_path_equals_gather_crop_normalize():
     for (got, labels), batch in zip(ours, batches, strict=True):
         expected = apply_affine(random_resized_crop(images[batch], 48, g), scale, shift)
         assert torch.equal(got, expected) and torch.equal(labels, torch.tensor(batch) % 5)
+
+
+def test_image_size_resizes_array_datasets_on_the_device(tmp_path, official):
+    from clusterloss.data import build_splits
+
+    official.cifar10(tmp_path, per_batch=8)
+    splits = build_splits("cifar10", tmp_path, protocol="zero_shot", image_size=64)
+    assert splits.train.images.shape[-1] == 32 and splits.train.view_size == 64  # stored as is
+    loader = DeviceBatchLoader(splits.train, [list(range(6))], "cpu", splits.mean, splits.std,
+                               generator=torch.Generator().manual_seed(0))
+    assert loader.augmentation == "crop_flip" and next(iter(loader))[0].shape == (6, 3, 64, 64)
+    (evaluated, _), *_ = list(iterate_in_order(splits.eval, 4, "cpu", splits.mean, splits.std))
+    expected = torch.nn.functional.interpolate(splits.eval.images[:4].float(), size=(64, 64), mode="bilinear",
+                                               align_corners=False, antialias=True)
+    expected = (expected / 255 - splits.mean.view(1, 3, 1, 1)) / splits.std.view(1, 3, 1, 1)
+    assert torch.allclose(evaluated, expected, atol=1e-4)
+    native = build_splits("cifar10", tmp_path, protocol="zero_shot")
+    assert native.train.view_size is None and torch.equal(native.mean, splits.mean)

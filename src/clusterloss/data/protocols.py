@@ -122,10 +122,13 @@ def build_splits(
     validation: bool = False,
     download: bool = False,
     options=None,
+    image_size: int | None = None,
 ) -> Splits:
     """Load dataset ``name`` and split it by ``protocol`` (see the module docstring for the exact rules).
 
     ``options``: ``PhotoOptions`` for photo datasets (image size, cache, bad images, imagefolder split).
+    ``image_size`` (array datasets such as CIFAR): the network input side; batches are resized to it on the
+    device (training: after the augmentation; evaluation: the whole image); the stored images stay as is.
     """
     if name in PHOTO_DATASETS and (protocol == "zero_shot" or train_classes is not None):
         everything = load_dataset(name, "all", root, download, options)
@@ -136,6 +139,11 @@ def build_splits(
         if test_split is None:  # validation never reads the test split; an empty stand-in keeps one code path
             test_split = train_split.subset(torch.empty(0, dtype=torch.int64), split="test")
         train, evaluation = split_datasets(train_split, test_split, protocol, train_classes, validation)
+    if image_size is not None and name not in PHOTO_DATASETS:
+        if image_size < 1:
+            raise ValueError(f"data.image_size must be >= 1, got {image_size}")
+        train = dataclasses.replace(train, view_size=int(image_size))
+        evaluation = dataclasses.replace(evaluation, view_size=int(image_size))
     if name in PHOTO_DATASETS:  # large memory-mapped images: statistics of an even sample
         mean, std = channel_stats(train.images, max_images=_PHOTO_STATS_IMAGES)
     else:
@@ -157,4 +165,5 @@ def splits_from_config(data, root: str | Path | None = None, download: bool | No
         options = PhotoOptions.from_config(data)
     return build_splits(data.name, root or data.root, protocol=data.protocol,
                         train_classes=data.train_classes, validation=data.validation,
-                        download=data.download if download is None else download, options=options)
+                        download=data.download if download is None else download, options=options,
+                        image_size=getattr(data, "image_size", None))
