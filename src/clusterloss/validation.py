@@ -50,12 +50,14 @@ def check_labels(labels: Any, n: int | None = None, *, name: str = "labels",
     t = _as_tensor(labels, name)
     if t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name} must hold integer class ids, got dtype {t.dtype}; cast with .long()")
+    shape = tuple(t.shape)
     if t.dim() == 2 and t.shape[1] == 1:
         t = t[:, 0]
     if t.dim() != 1:
-        raise ValueError(f"{name} must be 1-D [N] (or [N, 1]), got shape {tuple(t.shape)}")
+        raise ValueError(f"{name} must be 1-D [N] (or [N, 1]), got shape {shape}")
     if n is not None and t.shape[0] != n:
-        raise ValueError(f"{name} must have one entry per embedding ({n}), got {t.shape[0]}")
+        raise ValueError(f"{name} must have shape [N] or [N, 1] with one entry per embedding (N = {n}), "
+                         f"got shape {shape}")
     if t.is_floating_point():
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contain NaN or Inf; they must be integer class ids")
