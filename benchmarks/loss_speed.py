@@ -11,9 +11,9 @@ extrapolated from the previous sizes (with the growth exponent measured between 
 B^3), would exceed ``--oracle-limit``; "|Δ loss|" is how far our loss is from the oracle's on that batch.
 
 ``--baseline-src`` also times the loss of another checkout (e.g. ``git worktree add /tmp/before <commit>``,
-then ``--baseline-src /tmp/before/src``) on the same batches, in a subprocess run right after ours for each
-row, so both see the same machine load; "ours / baseline" < 1 means ours is faster. ``--rounds R`` alternates
-ours and the baseline R times per row and reports the median of each (steadier on a busy machine).
+then ``--baseline-src /tmp/before/src``) on the same batches, in a worker process asked right after ours
+for each row, so both see the same machine load; "ours / baseline" < 1 means ours is faster. ``--rounds R``
+alternates ours and the baseline R times per row and reports the median of each (steadier on a busy machine).
 """
 
 from __future__ import annotations
@@ -41,22 +41,24 @@ _BASELINE = """
 import json, statistics, sys, time
 import torch
 from clusterloss import facility_location_loss
-b, kind, pam, repeats, threads, device = json.loads(sys.argv[1])
-if threads:
-    torch.set_num_threads(threads)
-x = torch.nn.functional.normalize(torch.randn(b, 64, generator=torch.Generator().manual_seed(b)), dim=1)
-x, labels = x.to(device), torch.arange(max(1, b // 4)).repeat_interleave(4)[:b].to(device)
-times = []
-for i in range(repeats + 1):
-    e = x.clone().requires_grad_()
-    t0 = time.perf_counter()
-    loss = facility_location_loss(e, labels, margin_type=kind, pam_iterations=pam)
-    loss.backward()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    if i:
-        times.append(time.perf_counter() - t0)
-print(json.dumps([1000.0 * statistics.median(times), loss.item()]))
+for line in sys.stdin:  # one request per line: [b, kind, pam, repeats, threads, device]
+    b, kind, pam, repeats, threads, device = json.loads(line)
+    if threads:
+        torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(b)
+    x = torch.nn.functional.normalize(torch.randn(b, 64, generator=gen), dim=1).to(device)
+    labels = torch.arange(max(1, b // 4)).repeat_interleave(4)[:b].to(device)
+    times = []
+    for i in range(repeats + 1):
+        e = x.clone().requires_grad_()
+        t0 = time.perf_counter()
+        loss = facility_location_loss(e, labels, margin_type=kind, pam_iterations=pam)
+        loss.backward()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    print(json.dumps([1000.0 * statistics.median(times), loss.item()]), flush=True)
 """
 
 
@@ -81,14 +83,34 @@ def _ours(x: torch.Tensor, labels: torch.Tensor, kind: str, pam: int, repeats: i
     return 1000.0 * statistics.median(times), loss.item()
 
 
-def _baseline(src: str, b: int, kind: str, pam: int, repeats: int, threads: int, device: str):
-    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    args = json.dumps([b, kind, pam, repeats, threads, device])
-    done = subprocess.run(
-        [sys.executable, "-c", _BASELINE, args], capture_output=True, text=True, env=env, check=True
-    )
-    ms, loss = json.loads(done.stdout.strip().splitlines()[-1])
-    return ms, loss
+class _Baseline:
+    """The other checkout's loss in one worker process (started once), timed on request."""
+
+    def __init__(self, src: str) -> None:
+        env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.worker = subprocess.Popen(
+            [sys.executable, "-c", _BASELINE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def time(
+        self, b: int, kind: str, pam: int, repeats: int, threads: int, device: str
+    ) -> tuple[float, float]:
+        """Median ms and the loss, as :func:`_ours` measures them."""
+        self.worker.stdin.write(json.dumps([b, kind, pam, repeats, threads, device]) + "\n")
+        self.worker.stdin.flush()
+        line = self.worker.stdout.readline()
+        if not line:
+            raise SystemExit(f"the baseline worker stopped (exit code {self.worker.wait()})")
+        ms, loss = json.loads(line)
+        return ms, loss
+
+    def close(self) -> None:
+        self.worker.stdin.close()
+        self.worker.wait()
 
 
 def _sync(device: torch.device) -> None:
@@ -140,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| B | K | margin | PAM | ours (ms) |{extra} oracle (ms) | speed-up | |Δ loss| |")
     print("|---:|---:|:---|---:|---:|" + ("---:|---:|" if args.baseline_src else "") + "---:|---:|---:|")
     measured: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    baseline = _Baseline(args.baseline_src) if args.baseline_src else None
     for b in sizes:
         x, labels = batch(b, args.device)
         for kind in ("nmi", "ami"):
@@ -149,9 +172,7 @@ def main(argv: list[str] | None = None) -> None:
                     ours, loss = _ours(x, labels, kind, pam, args.repeats)
                     ours_times.append(ours)
                     if args.baseline_src:
-                        base, base_loss = _baseline(
-                            args.baseline_src, b, kind, pam, args.repeats, args.threads, args.device
-                        )
+                        base, base_loss = baseline.time(b, kind, pam, args.repeats, args.threads, args.device)
                         if abs(base_loss - loss) > 1e-4 * max(1.0, abs(loss)):
                             raise SystemExit(
                                 f"B={b} {kind} PAM {pam}: the baseline's loss {base_loss} differs "
@@ -173,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
                     measured.setdefault((kind, pam), []).append((b, oracle / 1000.0))
                     cells += [f"{oracle:,.0f}", f"{oracle / ours:,.0f}x", f"{abs(loss - oracle_loss):.1e}"]
                 print("| " + " | ".join(cells) + " |", flush=True)
+    if baseline is not None:
+        baseline.close()
 
 
 if __name__ == "__main__":
