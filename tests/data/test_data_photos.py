@@ -252,3 +252,14 @@ def test_shared_cub_subset_reads_unchanged(tmp_path):
     assert splits.train.images.shape[1:] == (3, 256, 256)
     # both sides are views of one memory map: nothing copied into RAM
     assert splits.train.images.untyped_storage().data_ptr() == splits.eval.images.untyped_storage().data_ptr()
+
+
+def test_cub_refuses_a_listed_image_that_links_outside(tmp_path, official):
+    info = official.cub(tmp_path / "cub", class_ids=(1, 101), per_class=2)
+    outside = tmp_path / "outside.jpg"
+    official.photo(outside, 1, fmt="JPEG")
+    linked = tmp_path / "cub" / "CUB_200_2011" / "images" / info["paths"][0]
+    linked.unlink()
+    linked.symlink_to(outside)
+    with pytest.raises(ValueError, match="leads outside the dataset folder"):
+        load_dataset("cub200", "all", tmp_path / "cub", options=_options(tmp_path))
