@@ -99,7 +99,8 @@ def _metrics_table(metrics: Mapping) -> str:
         why = f" ({html.escape(str(undefined[key]))})" if metrics[key] is None and key in undefined else ""
         rows.append(f"<tr><td>{html.escape(METRIC_LABELS.get(key, key))}</td>"
                     f'<td class="num">{_fmt(metrics[key], key)}{spread}{why}</td></tr>')
-    extra = [k for k in metrics if k not in keys and not k.endswith(("_std", "_ci95")) and k != "undefined"]
+    extra = [k for k in metrics if k not in keys and not k.endswith(("_std", "_ci95")) and k != "undefined"
+             and not isinstance(metrics[k], (list, dict))]  # e.g. oneshot_per_run: in metrics.json only
     for key in extra:
         rows.append(f"<tr><td>{html.escape(key)}</td><td class=\"num\">{_fmt(metrics[key], key)}</td></tr>")
     head = "<table><tr><th>metric</th><th style='text-align:right'>value</th></tr>"
