@@ -33,9 +33,9 @@ class DataConfig:
     augment: bool = True               # batched augmentation on the device (which one: `augmentation`)
     augmentation: str = "auto"         # "auto" = the dataset's own default; see data/loader.py for the list
     padding: int = 4                   # crop_flip: zero padding before the random crop (32-px datasets)
-    image_size: int | None = None      # side of the network input in pixels; None = the dataset's native size
+    image_size: int | None = None      # network input side in pixels; None = native size (photos: 224)
     cache_dir: str | None = None       # where decoded-image caches are built (None = beside the data)
-    skip_bad_images: bool = False      # photos that fail to decode: error (default) or skip and report a count
+    skip_bad_images: bool = False      # photos that fail to decode: error (default) or skip them, counted
     eval_groups: list | None = None    # Omniglot: alphabets of the background set held out for evaluation
     rotation_classes: bool = False     # Omniglot: characters rotated by 90/180/270 degrees as new classes
     cache_size: int | None = None      # photos: side of the cached square; None = round(image_size / 0.875)
