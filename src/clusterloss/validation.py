@@ -58,6 +58,8 @@ def check_labels(labels: Any, n: int | None = None, *, name: str = "labels",
     if n is not None and t.shape[0] != n:
         raise ValueError(f"{name} must have shape [N] or [N, 1] with one entry per embedding (N = {n}), "
                          f"got shape {shape}")
+    if t.is_floating_point() and t.numel() == 0:
+        t = t.long()  # an empty labeling has no values to check (np.asarray([]) is float64)
     if t.is_floating_point():
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contain NaN or Inf; they must be integer class ids")
