@@ -45,6 +45,7 @@ SCORE_KINDS = ("nmi", "ami", "ari", "vmeasure", "const")
 KIND_CODES = {name: code for code, name in enumerate(SCORE_KINDS)}
 NMI, AMI, ARI, VMEASURE, CONST = range(5)
 _EPS64 = float(np.finfo(np.float64).eps)  # AMI's denominator floor, as scikit-learn's
+_DENSE_CELLS = 1 << 22  # contingency tables up to this many cells are counted densely (16 MB of int32)
 
 
 @jit
@@ -67,7 +68,8 @@ def emi_table(row_sizes, n, column_sizes):
                * a_r! b! (N-a_r)! (N-b)! / (N! k! (a_r-k)! (b-k)! (N-a_r-b+k)!)
 
     ``row_sizes`` [R] int (the class sizes a_r, sum N), ``column_sizes`` [S] int (0 allowed: h(0) = 0);
-    returns [S] float64. Each distinct row size is summed once and weighted by how many rows have it.
+    returns [S] float64. Each distinct row size is summed once and weighted by how many rows have it, and
+    each distinct column size is computed once.
     """
     out = np.zeros(column_sizes.shape[0])
     if n <= 0 or row_sizes.shape[0] == 0:
@@ -84,10 +86,16 @@ def emi_table(row_sizes, n, column_sizes):
     nf = float(n)
     lg_n1 = math.lgamma(nf + 1)
     log_n = math.log(nf)
+    done = np.zeros(n + 1, np.bool_)  # each distinct column size is computed once
+    memo = np.zeros(n + 1)
     for s in range(column_sizes.shape[0]):
-        b = float(column_sizes[s])
-        if b <= 0:
+        size = column_sizes[s]
+        if size <= 0:
             continue
+        if done[size]:
+            out[s] = memo[size]
+            continue
+        b = float(size)
         total = 0.0
         for t in range(n_a):
             a = float(a_vals[t])
@@ -110,6 +118,8 @@ def emi_table(row_sizes, n, column_sizes):
                 part += (k / nf) * (log_n + math.log(k) - math.log(a) - math.log(b)) * math.exp(gln)
                 k += 1.0
             total += part * a_mult[t]
+        done[size] = True
+        memo[size] = total
         out[s] = total
     return out
 
@@ -166,26 +176,37 @@ def score_from_statistics(
 def contingency_statistics(true_codes, pred_codes, n_rows, n_cols, with_emi):
     """Statistics of two labelings given as codes (``true_codes`` [N] in 0..n_rows-1, ``pred_codes`` [N]
     in 0..n_cols-1, every code used): [7] float64 ``sum_f_cells, sum_f_rows, sum_f_cols, sum_sq_cells,
-    sum_sq_rows, sum_sq_cols, emi`` (emi = 0 unless ``with_emi``). Only non-empty cells are formed (one sort
-    of the N cell keys), so N = 1e5 singletons are cheap."""
+    sum_sq_rows, sum_sq_cols, emi`` (emi = 0 unless ``with_emi``). The cells are counted in a dense table
+    when it has at most ``_DENSE_CELLS`` entries, else from one sort of the N cell keys (so N = 1e5
+    singletons are cheap); both visit the cells in the same order."""
     n = true_codes.shape[0]
     f = xlogx_table(n)
     rows = np.zeros(n_rows, np.int64)
     cols = np.zeros(n_cols, np.int64)
-    keys = np.empty(n, np.int64)
     for i in range(n):
         rows[true_codes[i]] += 1
         cols[pred_codes[i]] += 1
-        keys[i] = true_codes[i] * n_cols + pred_codes[i]
-    keys.sort()
     out = np.zeros(7)
-    run = 0
-    for i in range(n):
-        run += 1
-        if i == n - 1 or keys[i + 1] != keys[i]:
-            out[0] += f[run]
-            out[3] += float(run * run)
-            run = 0
+    if n_rows * n_cols <= _DENSE_CELLS:
+        cells = np.zeros(n_rows * n_cols, np.int32)
+        for i in range(n):
+            cells[true_codes[i] * n_cols + pred_codes[i]] += 1
+        for key in range(cells.shape[0]):
+            if cells[key]:
+                out[0] += f[cells[key]]
+                out[3] += float(cells[key]) * cells[key]
+    else:
+        keys = np.empty(n, np.int64)
+        for i in range(n):
+            keys[i] = true_codes[i] * n_cols + pred_codes[i]
+        keys.sort()
+        run = 0
+        for i in range(n):
+            run += 1
+            if i == n - 1 or keys[i + 1] != keys[i]:
+                out[0] += f[run]
+                out[3] += float(run * run)
+                run = 0
     for r in range(n_rows):
         out[1] += f[rows[r]]
         out[4] += float(rows[r] * rows[r])

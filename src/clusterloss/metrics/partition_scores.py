@@ -33,7 +33,12 @@ def _as_codes(labels: torch.Tensor | np.ndarray | Sequence[int], name: str) -> t
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D (or [N, 1]), got shape {tuple(arr.shape)}")
-    ids, codes = np.unique(arr.astype(np.int64, copy=False), return_inverse=True)
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and arr.min() >= 0 and arr.max() < 4 * arr.size + 1024:  # small ids: O(N), no sort
+        present = np.bincount(arr) > 0
+        lookup = np.cumsum(present) - 1  # the rank of each present id, as np.unique numbers them
+        return lookup[arr].astype(np.int64), int(present.sum())
+    ids, codes = np.unique(arr, return_inverse=True)
     return codes.astype(np.int64).reshape(-1), int(ids.shape[0])
 
 
