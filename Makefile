@@ -34,7 +34,7 @@ FORMATTED := src/clusterloss/contingency.py src/clusterloss/utils src/clusterlos
 	tests/losses/facility_oracle.py tests/losses/oracle_cache.py tests/losses/test_facility_location.py \
 	tests/losses/test_facility_location_oracle.py tests/losses/test_facility_search.py \
 	tests/metrics/test_partition_scores.py tests/test_imports.py tests/test_utils.py \
-	benchmarks/loss_speed.py tests/benchmarks/test_loss_speed.py
+	benchmarks/loss_speed.py benchmarks/partition_speed.py tests/benchmarks/test_loss_speed.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
