@@ -55,3 +55,16 @@ def test_baseline_column_times_another_checkout_on_the_same_batches(capsys):
         ours, base, ratio = _number(row[4]), _number(row[5]), float(row[6])
         low, high = (ours - 0.05) / (base + 0.05), (ours + 0.05) / max(base - 0.05, 1e-9)
         assert low - 0.005 <= ratio <= high + 0.005, row
+
+
+def test_partition_speed_prints_its_three_shapes(capsys):
+    path = ROOT / "benchmarks" / "partition_speed.py"
+    spec = importlib.util.spec_from_file_location("partition_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main()
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| ") and "ms" not in line]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [(c[0], c[1]) for c in cells] == [("10,000", "10"), ("100,000", "1,000"), ("60,502", "11,316")]
+    assert all(float(c[2]) >= 0 for c in cells)
