@@ -126,15 +126,16 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
             view = torch.randint(train_features.shape[1], (len(index),), generator=views)
             x = train_features[index, view].float()
             loss = loss_fn(head(x), label_map[train_labels[index]])
-            if not math.isfinite(float(loss)):
-                raise ValueError(f"{run_dir}: the loss became {float(loss)} at step {step + 1}; "
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise ValueError(f"{run_dir}: the loss became {value} at step {step + 1}; "
                                  "lower train.lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(value)
             stats = loss_margin_stats(loss_fn)
             if stats is not None:
                 shares.append(stats["margin_share"])
