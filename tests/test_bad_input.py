@@ -9,6 +9,7 @@ import contextlib
 import errno
 import io
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -28,7 +29,7 @@ from clusterloss.config import load_config
 from clusterloss.data.safe_pickle import safe_load
 from clusterloss.metrics import evaluate_embeddings
 from clusterloss.train import train
-from clusterloss.validation import check_embeddings
+from clusterloss.validation import check_embeddings, check_labels
 
 TINY = ["data.name=digits", "data.protocol=zero_shot", "data.padding=1", "model.name=convnet",
         "model.embedding_dim=8", "model.options={width: 4}", "train.batch_classes=5", "train.batch_samples=4",
@@ -132,6 +133,49 @@ def test_non_finite_or_overflowing_embeddings_are_refused_everywhere(bad):
     for scorer in (retrieval_metrics, clustering_scores):
         with pytest.raises(ValueError, match="NaN or Inf|too large"):
             scorer(x, y)
+
+
+def test_1e30_embeddings_do_not_give_loss_zero_and_a_nan_gradient():
+    from clusterloss import facility_location_loss
+
+    x = (torch.nn.functional.normalize(torch.randn(8, 4), dim=1) * 1e30).requires_grad_()
+    y = torch.arange(4).repeat_interleave(2)
+    with pytest.raises(ValueError, match="too large"):  # refused rather than loss 0 with a NaN gradient
+        facility_location_loss(x, y)
+    from clusterloss.losses import build_loss
+
+    with pytest.raises(ValueError, match="too large"):
+        build_loss("triplet_semihard", 4)(x, y)
+    assert math.isfinite(float(facility_location_loss(x.detach() / 1e30, y)))  # the same batch, rescaled
+
+
+def test_one_label_rule_for_every_entry_point():
+    """The same labels are accepted or refused the same way by retrieval, clustering, evaluate, the partition
+    scores and the loss (they all go through validation.check_labels)."""
+    from clusterloss import facility_location_loss
+    from clusterloss.metrics import clustering_scores, retrieval_metrics
+    from clusterloss.metrics.partition_scores import normalized_mutual_info
+
+    x = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
+    good = torch.arange(4).repeat_interleave(2)
+    entry_points = {
+        "retrieval": lambda y: retrieval_metrics(x, y),
+        "clustering": lambda y: clustering_scores(x, y, seeds=(0,)),
+        "evaluate": lambda y: evaluate_embeddings(x, y, kmeans_seeds=(0,)),
+        "partition_scores": lambda y: normalized_mutual_info(y, good),
+        "loss": lambda y: facility_location_loss(x, y),
+    }
+    refused = {"fractional floats": good.double() / 10, "bool": good > 1, "2-D": good.view(2, 4),
+               "NaN": good.double().index_fill(0, torch.tensor([0]), float("nan"))}
+    for name, call in entry_points.items():
+        call(good)
+        for what, labels in refused.items():
+            with pytest.raises(ValueError):
+                call(labels)
+                pytest.fail(f"{name} accepted {what} labels")
+        with pytest.warns(UserWarning, match="integral"):
+            call(good.double())
+    assert torch.equal(check_labels(good.double().numpy().reshape(-1, 1)), good)
 
 
 # ---------------------------------------------------------------------------------------------- configs

@@ -115,7 +115,7 @@ def test_pam_off_keeps_greedy_medoids():
         (torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), {}, "empty"),
         (torch.zeros(3), torch.tensor([0, 0, 1]), {}, "2-D"),
         (torch.zeros(3, 2), torch.tensor([0, 1]), {}, "shape"),
-        (torch.zeros(3, 2), torch.tensor([0.0, 1.0, 1.0]), {}, "integer"),
+        (torch.zeros(3, 2), torch.tensor([0.0, 0.5, 1.0]), {}, "integer"),  # integral floats: a warning
         (torch.zeros(3, 2, dtype=torch.long), torch.tensor([0, 1, 1]), {}, "floating"),
         (torch.zeros(3, 2), torch.tensor([0, 1, 1]), {"margin_type": "f1"}, "margin_type"),
         (torch.zeros(3, 2), torch.tensor([0, 1, 1]), {"pam_iterations": -1}, "pam_iterations"),

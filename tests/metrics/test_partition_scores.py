@@ -135,6 +135,6 @@ def test_errors():
     with pytest.raises(ValueError, match="kind"):
         partition_score([0], [0], "f1")
     with pytest.raises(ValueError, match="integer"):
-        v_measure(torch.tensor([0.0, 1.0]), [0, 1])
+        v_measure(torch.tensor([0.0, 0.5]), [0, 1])  # integral floats are accepted with a warning
     with pytest.raises(ValueError, match="1-D"):
         v_measure(np.zeros((2, 2), dtype=int), [0, 1])

@@ -21,6 +21,7 @@ from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, Di
 from torch import nn
 
 from .. import distributed
+from ..validation import check_embeddings, check_labels
 
 
 class PMLLoss(nn.Module):
@@ -33,10 +34,8 @@ class PMLLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """embeddings [B, D] float, labels [B] or [B, 1] int -> scalar loss."""
-        labels = labels.reshape(-1)
-        if embeddings.dim() != 2 or labels.shape[0] != embeddings.shape[0]:
-            raise ValueError(f"expected embeddings [B, D] and labels [B], got {tuple(embeddings.shape)} "
-                             f"and {tuple(labels.shape)}")
+        check_embeddings(embeddings)  # the shared rules of validation.py (finite, no distance overflow)
+        labels = check_labels(labels, embeddings.shape[0])
         embeddings = embeddings.float()
         world = distributed.world_size()
         if world == 1:

@@ -29,6 +29,7 @@ from torch import nn
 
 from clusterloss.contingency import SCORE_KINDS
 from clusterloss.losses.facility_search import facility_location_search
+from clusterloss.validation import check_embeddings, check_labels
 
 
 @dataclass(frozen=True)
@@ -76,19 +77,12 @@ def check_inputs(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
         raise ValueError(f"embeddings is empty (shape {tuple(embeddings.shape)}); the loss needs B, D >= 1")
     if not embeddings.is_floating_point():
         raise ValueError(f"embeddings must be floating point, got {embeddings.dtype}; cast with .float()")
-    if not bool(torch.isfinite(embeddings).all()):
-        raise ValueError("embeddings contain NaN or Inf; check the model output (e.g. learning rate, AMP)")
+    # The shared rule (validation.py): finite, and no overflow of the squared distances (a 1e30-scaled batch
+    # would otherwise give a loss of 0 and NaN gradients).
+    check_embeddings(embeddings)
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"labels must be a torch.Tensor [B] of integer ids, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must hold integer class ids, got dtype {labels.dtype}; cast with .long()")
-    if labels.dim() == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.dim() != 1 or labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(
-            f"labels must have shape [B] or [B, 1] with B = {embeddings.shape[0]} (the embeddings' batch), "
-            f"got {tuple(labels.shape)}"
-        )
+    labels = check_labels(labels, embeddings.shape[0])  # the one label rule of every entry point
     x = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
     return x, labels.to(x.device).long()
 

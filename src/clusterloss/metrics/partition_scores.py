@@ -15,25 +15,14 @@ import torch
 from clusterloss.contingency import KIND_CODES, SCORE_KINDS
 from clusterloss.contingency import contingency_statistics as _statistics
 from clusterloss.contingency import score_from_statistics as _score_from_statistics
+from clusterloss.validation import check_labels
 
 _STAT_NAMES = ("sum_f_cells", "sum_f_rows", "sum_f_cols", "sum_sq_cells", "sum_sq_rows", "sum_sq_cols", "emi")
 
 
 def _as_codes(labels: torch.Tensor | np.ndarray | Sequence[int], name: str) -> tuple[np.ndarray, int]:
     """Codes [N] int64 in 0..R-1 of 1-D (or [N, 1]) integer ids, and R."""
-    if isinstance(labels, torch.Tensor):
-        if labels.is_floating_point() or labels.is_complex():
-            raise ValueError(f"{name} must hold integer ids, got dtype {labels.dtype}; cast with .long()")
-        arr = labels.detach().cpu().numpy()
-    else:
-        arr = np.asarray(labels)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-            raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}")
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (or [N, 1]), got shape {tuple(arr.shape)}")
-    arr = arr.astype(np.int64, copy=False)
+    arr = check_labels(labels, name=name).detach().cpu().numpy()  # the one label rule (validation.py)
     if arr.size and arr.min() >= 0 and arr.max() < 4 * arr.size + 1024:  # small ids: O(N), no sort
         present = np.bincount(arr) > 0
         lookup = np.cumsum(present) - 1  # the rank of each present id, as np.unique numbers them
