@@ -74,12 +74,13 @@ def write_summary(protocol: Protocol, tuned: dict[str, Any], finals: dict[str, l
     tune_seconds = {name: sum(r.get("train_seconds", 0.0) for tr in t["trials"] for r in tr["runs"])
                     for name, t in tuned.items()}
     comparisons: dict[str, dict[str, Any]] = {}
-    complete = {n: runs for n, runs in finals.items() if len(runs) == protocol.final_seeds}
-    if ref in complete:
-        for name, runs in complete.items():
-            if name == ref:
+    # Paired over the seeds both have (seeds 0..n-1; a cut-short budget leaves fewer than final.seeds).
+    if ref in finals:
+        for name, runs in finals.items():
+            n = min(len(runs), len(finals[ref]))
+            if name == ref or n < 2:
                 continue
-            comparisons[name] = {m: paired([r[m] for r in runs], [r[m] for r in complete[ref]])
+            comparisons[name] = {m: paired([r[m] for r in runs[:n]], [r[m] for r in finals[ref][:n]])
                                  for m in metrics if m in summary[name] and m in summary[ref]}
     result = {
         "protocol": {"name": protocol.name, "file": str(protocol.path), "config": str(protocol.config),
@@ -123,7 +124,8 @@ def summary_table(protocol: Protocol, result: dict[str, Any]) -> str:
         c = result["paired_vs_reference"].get(name, {}).get(key)
         diff = "—" if c is None else (f"{100 * c['mean_diff']:+.2f}" + (
             "" if c["ci95"] is None else f" [{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}]") +
-            ("" if c["t_p"] is None else f", p = {c['t_p']:.2g}"))
+            ("" if c["t_p"] is None else f", p = {c['t_p']:.2g}") +
+            ("" if c["n"] == protocol.final_seeds else f" (n = {c['n']})"))
         seconds = result["train_seconds"].get(name)
         rows.append([f"{name} ({len(result['final_runs'][name])})",
                      _point_text(result["selection"].get(name, {}).get("point", {})), *cells, diff,
@@ -168,7 +170,7 @@ def _markdown(protocol: Protocol, result: dict[str, Any]) -> str:
                          "—" if seconds is None else f"{seconds['mean']:.1f} ± {seconds['std']:.1f}"])
         out += [markdown_table(["loss", *[metric_label(k) for k in protocol.metrics], "s / run"], rows), ""]
     if result["paired_vs_reference"]:
-        out += [f"## Paired against {ref} (same seeds; difference = loss − {ref}, in points)", ""]
+        out += [f"## Paired against {ref} (the seeds both have; difference = loss − {ref}, in points)", ""]
         rows = []
         for name, per in result["paired_vs_reference"].items():
             for key, c in per.items():
