@@ -202,3 +202,19 @@ def test_bad_query_gallery_input_names_the_problem():
         evaluate_embeddings(xq, yq, gallery_embeddings=xg, gallery_labels=yg, clustering_on="both")
     with pytest.raises(ValueError, match="at least 2 are needed"):
         evaluate_embeddings(xq, np.zeros(10, int), gallery_embeddings=xg, gallery_labels=np.zeros(20, int))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_are_evaluated_on_the_gpu_with_the_cpu_numbers():
+    # kNN (torch backend) and k-means (torch Lloyd) run on the GPU; retrieval must equal the oracle, and
+    # the GPU k-means must equal the same torch Lloyd loop run on the CPU (same start points).
+    xq, yq, xg, yg = make_split(seed=7)
+    cuda = {name: torch.from_numpy(a).cuda() for name, a in {"xq": xq, "xg": xg}.items()}
+    got = evaluate_embeddings(cuda["xq"], yq, (1, 10), (0,), gallery_embeddings=cuda["xg"], gallery_labels=yg)
+    want, _ = brute_force(xq, yq, xg, yg, (1, 10))
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
+    x = np.concatenate([xq, xg])
+    on_gpu = kmeans(torch.from_numpy(x).cuda(), 15, seed=0, iterations=5)
+    on_cpu = kmeans(torch.from_numpy(x), 15, seed=0, backend="torch", iterations=5)
+    assert normalized_mutual_info_score(on_cpu, on_gpu) > 0.99  # float round-off may move a tie
