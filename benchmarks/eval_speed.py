@@ -95,7 +95,7 @@ def current_rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def worker(tool: str, n: int, seeds: int) -> dict:
+def worker(tool: str, n: int, seeds: int, iterations: int = 20) -> dict:
     classes, dim, ks = CONFIGS[n]
     if tool == "clusterloss":
         import torch
@@ -117,7 +117,7 @@ def worker(tool: str, n: int, seeds: int) -> dict:
         if n >= SUBSET_FROM:
             queries = np.random.default_rng(1).choice(n, SUBSET_QUERIES, replace=False)
         with torch_threads(max(1, min(idle_cores(), torch.get_num_threads()))):
-            out = clustering_scores(x, y, seeds=tuple(range(seeds)))
+            out = clustering_scores(x, y, seeds=tuple(range(seeds)), iterations=iterations)
             t_cluster = time.perf_counter() - start
             out.update(retrieval_metrics(x, y, ks, query_indices=queries))
         t_knn = time.perf_counter() - start - t_cluster
@@ -133,11 +133,12 @@ def worker(tool: str, n: int, seeds: int) -> dict:
                   "r_precision": out["r_precision"], "map@r": out["mean_average_precision_at_r"]}
     seconds = time.perf_counter() - start
     return {"tool": tool, "n": n, "classes": classes, "dim": dim, "seconds": seconds, "seeds": seeds,
+            "iterations": iterations if tool == "clusterloss" else 20,
             "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "parts": parts, "load": load, **result}
 
 
-def run(tool: str, n: int, seeds: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds)]
+def run(tool: str, n: int, seeds: int, timeout: float, iterations: int = 20) -> dict:
+    cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds), str(iterations)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
@@ -153,10 +154,14 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=sorted(CONFIGS), choices=sorted(CONFIGS))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per (tool, N) before skipping")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--kmeans-iterations", type=int, default=20,
+                        help="our k-means iterations (PML's are fixed at 20; other values change NMI/AMI)")
+    parser.add_argument("--no-pml", action="store_true", help="time clusterloss only")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))))
+        tool, n, seeds, iterations = args.worker
+        print(json.dumps(worker(tool, int(n), int(seeds), int(iterations))))
         return
     header = ("| N | D | classes | tool | time (s) | peak RSS (MB) | base RSS (MB) | NMI | AMI | R@1 | "
               "R-Prec | MAP@R | PML time / this | k-means runs x iterations | R@K (largest K) | load | "
@@ -168,13 +173,14 @@ def main() -> None:
     for n in args.sizes:
         classes, dim, ks = CONFIGS[n]
         # PML first, so that every row can be printed (with its ratio) as soon as it is measured.
-        if n >= SUBSET_FROM:
+        if n >= SUBSET_FROM or args.no_pml:
             pml = {"tool": "pml", "n": n, "seeds": 1,
-                   "note": "skipped: full 1M x 1M kNN + 8 GB neighbour table"}
+                   "note": "not run (--no-pml)" if args.no_pml else
+                   "skipped: full 1M x 1M kNN + 8 GB neighbour table"}
         else:
             pml = run("pml", n, 1, args.timeout)
         jobs = [("clusterloss", 1)] + ([("clusterloss", 3)] if n in DEFAULT_SEEDS_SIZES else [])
-        for r in [pml] + [run(tool, n, seeds, args.timeout) for tool, seeds in jobs]:
+        for r in [pml] + [run(tool, n, seeds, args.timeout, args.kmeans_iterations) for tool, seeds in jobs]:
             name = "PML AccuracyCalculator" if r["tool"] == "pml" else "clusterloss"
             if r["tool"] == "clusterloss" and r["seeds"] > 1:
                 name += ", default seeds"
@@ -190,7 +196,8 @@ def main() -> None:
             print(f"| {n:,} | {dim} | {r['classes']} | {name} | {r['seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} | {r['base_rss_mb']:.0f} | {r['nmi']:.4f} | {r['ami']:.4f} | "
                   f"{r['recall@1']:.4f} | {r['r_precision']:.4f} | {r['map@r']:.4f} | {ratio} | "
-                  f"{r['seeds']} x 20 | {recall_last} | {r['load']:.1f} | {r['parts']} |", flush=True)
+                  f"{r['seeds']} x {r['iterations']} | {recall_last} | {r['load']:.1f} | {r['parts']} |",
+                  flush=True)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
 
 
