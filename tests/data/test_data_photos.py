@@ -191,6 +191,21 @@ def test_read_only_data_falls_back_to_the_user_cache(tmp_path, official, monkeyp
     assert not (root / ".clusterloss_cache").exists()
 
 
+def test_data_folder_without_write_bits_is_left_alone_even_for_root(tmp_path, official, monkeypatch, capfd):
+    # A shared, chmod a-w copy of a dataset: root could still write into it, but its owner said read-only.
+    root = tmp_path / "photos"
+    official.image_folder(root, {"a": 2, "b": 2})
+    root.chmod(0o555)
+    monkeypatch.setenv("CLUSTERLOSS_CACHE", str(tmp_path / "user-cache"))
+    try:
+        data = load_dataset("imagefolder", "all", root, options=PhotoOptions(image_size=24, workers=1))
+    finally:
+        root.chmod(0o755)
+    assert len(data) == 4 and len(list((tmp_path / "user-cache").glob("imagefolder-*.npy"))) == 1
+    assert "is not writable" in capfd.readouterr().err
+    assert not (root / ".clusterloss_cache").exists()
+
+
 # ------------------------------------------------------------------------------------------- CUB-200-2011
 
 

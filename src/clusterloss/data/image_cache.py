@@ -93,6 +93,13 @@ def _default_cache_root() -> Path:
     return Path(os.environ.get("CLUSTERLOSS_CACHE") or Path.home() / ".cache" / "clusterloss")
 
 
+def _has_write_bits(folder: Path) -> bool:
+    try:
+        return bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
 def _writable(folder: Path) -> bool:
     try:
         folder.mkdir(exist_ok=True)
@@ -111,7 +118,9 @@ def cache_folder(source: Path, options: PhotoOptions) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     beside = source / ".clusterloss_cache"
-    if _writable(beside):
+    # A folder whose owner removed every write bit is read-only on purpose (a shared copy of a dataset), even
+    # for root, who could still write there: respect the bits rather than what a probe write would allow.
+    if beside.is_dir() or (_has_write_bits(source) and _writable(beside)):
         return beside
     folder = _default_cache_root()
     folder.mkdir(parents=True, exist_ok=True)
