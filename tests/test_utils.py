@@ -53,3 +53,16 @@ def test_jit_compiles_without_a_disk_cache_where_numba_cannot_cache(monkeypatch)
     with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
         fast = compiled.jit(add_one)
     assert fast(41) == 42 and hasattr(fast, "py_func")
+
+
+def test_idle_cores_is_between_one_and_the_core_count(monkeypatch):
+    from clusterloss.utils import threads
+
+    monkeypatch.delenv("CLUSTERLOSS_THREADS", raising=False)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    expected = {0.0: 4, 0.4: 4, 1.0: 4, 2.0: 3, 3.6: 1, 9.0: 1}  # min(4, max(1, round(4 - load + 1)))
+    for load, cores in expected.items():
+        monkeypatch.setattr(threads.os, "getloadavg", lambda load=load: (load, load, load))
+        assert threads.idle_cores() == cores, load
+    monkeypatch.setenv("CLUSTERLOSS_THREADS", "3")
+    assert threads.idle_cores() == 3

@@ -37,7 +37,9 @@ def idle_cores() -> int:
     if env:
         return max(1, int(env))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, round((os.cpu_count() or 1) - load + 1))
+    cores = os.cpu_count() or 1
+    # Never more threads than cores: on an idle machine "cores - load + 1" would oversubscribe by one.
+    return max(1, min(cores, round(cores - load + 1)))
 
 
 @contextlib.contextmanager
