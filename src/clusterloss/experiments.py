@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from .checkpoint import load_checkpoint
+from .comparison.runs import check_same_settings
 from .config import Config, load_config
 from .config_files import find_config  # noqa: F401  (a config path, or a packaged config's name)
 from .run_lock import run_lock
@@ -33,29 +33,6 @@ DEFAULT_LOSSES = ("facility_location", "triplet_semihard", "lifted_structure", "
 
 def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
-def check_same_settings(run_dir: Path, config: Config) -> None:
-    """Refuse to reuse or resume a run in ``run_dir`` that was made with other settings than ``config``.
-
-    Only a run that got somewhere (``last.pt`` or ``final_metrics.json``) counts; its ``config.yaml`` is
-    compared key by key with the resolved ``config``.
-    """
-    saved = run_dir / "config.yaml"
-    started = (run_dir / "last.pt").exists() or (run_dir / "final_metrics.json").exists()
-    if not saved.exists() or not started:
-        return
-    old = yaml.safe_load(saved.read_text()) or {}
-    defaults = Config().to_dict()  # a key added since that run was made had its default value there
-    diffs = []
-    for section, values in config.to_dict().items():
-        for key, value in values.items():
-            before = (old.get(section) or {}).get(key, defaults[section][key])
-            if before != value:
-                diffs.append(f"{section}.{key}: {before!r} -> {value!r}")
-    if diffs:
-        raise ValueError(f"{run_dir} holds a run made with other settings ({'; '.join(diffs[:6])}); "
-                         "choose another output folder or delete that run")
 
 
 # -- quickstart ------------------------------------------------------------------------------------
