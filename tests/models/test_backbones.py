@@ -170,11 +170,24 @@ def test_state_dict_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         build_model("timm", arch="resnet18", pretrained=str(tmp_path / "missing.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="cannot read") as unreadable:
         build_model("timm", arch="resnet18", pretrained=str(tmp_path / "junk.pth"))
+    assert "weights_only" not in str(unreadable.value) and "\n" not in str(unreadable.value)
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="does not hold a state dict"):
         build_model("timm", arch="resnet18", pretrained=str(tmp_path / "list.pth"))
+    torch.save({"w": torch.zeros(2), "obj": print}, tmp_path / "code.pth")  # a global function: code
+    with pytest.raises(ValueError, match="refusing to load") as refused:
+        build_model("timm", arch="resnet18", pretrained=str(tmp_path / "code.pth"))
+    assert "weights_only" not in str(refused.value) and "can still be loaded" not in str(refused.value)
+
+
+def test_damaged_offline_weights_are_one_line_naming_the_file(tmp_path, monkeypatch):
+    damaged = tmp_path / "efficientnet_lite0.pth"
+    damaged.write_bytes(b"PK\x03\x04 cut short")
+    monkeypatch.setattr(pw, "offline_weights_file", lambda arch: damaged)
+    with pytest.raises(ValueError, match="cannot read .*efficientnet_lite0.pth"):
+        pw.offline_state_dict("tf_efficientnet_lite0")
 
 
 def test_safetensors_and_dataparallel_prefix(tmp_path):

@@ -117,7 +117,7 @@ def offline_state_dict(arch: str) -> dict[str, torch.Tensor]:
     import timm  # heavy optional dependency: imported only when a pretrained backbone is built
 
     path = offline_weights_file(arch)
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = read_state_dict(path)  # one reader: a damaged install ends in one line naming the file
     target = timm.create_model(arch, pretrained=False).state_dict()
     return convert_by_order(source, target, what=f"{path.name} -> timm {arch}")
 
@@ -137,7 +137,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"cannot read {path} as a torch state dict: {str(err).splitlines()[0]}") from err
+            text = str(err)
+            # PyTorch's message opens with advice to load the file unsafely: keep only its reason, never that.
+            reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines() or ["no data"]
+            if "global" in reason[0].lower():
+                raise ValueError(f"{path} holds objects other than tensors and plain values: refusing to "
+                                 "load it (it would run code); give a plain state dict") from None
+            detail = reason[0] if "Weights only load failed" in text else text.splitlines()[0] if text else ""
+            raise ValueError(f"cannot read {path} as a torch state dict (damaged, or not a torch file: "
+                             f"{type(err).__name__}: {detail})") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if isinstance(state.get(key), dict):
