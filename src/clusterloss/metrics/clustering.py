@@ -78,6 +78,13 @@ def kmeans(embeddings, num_clusters: int, *, seed: int = 0, backend: str = "auto
     Returns:
         assignment [N] int64 numpy array with values in [0, num_clusters).
     """
+    x = _checked_points(embeddings, backend, iterations)
+    return _kmeans(x, num_clusters, seed=seed, backend=backend, iterations=iterations)
+
+
+def _checked_points(embeddings, backend: str, iterations: int):
+    """The k-means options and points checked once: a float32 tensor where it is (torch backend, or "auto" on
+    a GPU tensor), else a float32 C-contiguous array."""
     if backend not in KMEANS_BACKENDS:
         raise ValueError(f"backend must be one of {KMEANS_BACKENDS}, got {backend!r}")
     if backend == "faiss" and faiss is None:
@@ -85,11 +92,9 @@ def kmeans(embeddings, num_clusters: int, *, seed: int = 0, backend: str = "auto
     if int(iterations) < 1:
         raise ValueError(f"k-means iterations must be >= 1, got {iterations}")
     on_gpu = torch.is_tensor(embeddings) and embeddings.device.type != "cpu"
-    if backend == "torch" or (backend == "auto" and on_gpu):
-        x = check_embeddings(embeddings).detach().float().contiguous()
-    else:
-        x = _as_points(embeddings)
-    return _kmeans(x, num_clusters, seed=seed, backend=backend, iterations=iterations)
+    if backend == "torch" or (backend == "auto" and on_gpu):  # a GPU tensor stays there
+        return check_embeddings(embeddings).detach().float().contiguous()
+    return _as_points(embeddings)
 
 
 def _kmeans(x, num_clusters: int, *, seed: int, backend: str, iterations: int) -> np.ndarray:
@@ -137,17 +142,7 @@ def clustering_scores(
     Returns:
         {"nmi", "nmi_std", "ami", "ami_std"} as floats.
     """
-    if backend not in KMEANS_BACKENDS:
-        raise ValueError(f"backend must be one of {KMEANS_BACKENDS}, got {backend!r}")
-    if backend == "faiss" and faiss is None:
-        raise ValueError("backend='faiss' needs faiss (pip install faiss-cpu); or use backend='sklearn'")
-    if int(iterations) < 1:
-        raise ValueError(f"k-means iterations must be >= 1, got {iterations}")
-    on_gpu = torch.is_tensor(embeddings) and embeddings.device.type != "cpu"
-    if backend == "torch" or (backend == "auto" and on_gpu):  # a GPU tensor stays there
-        x = check_embeddings(embeddings).detach().float().contiguous()
-    else:
-        x = _as_points(embeddings)
+    x = _checked_points(embeddings, backend, iterations)
     y = check_labels(labels, x.shape[0]).cpu().numpy()
     if len(seeds) == 0:
         raise ValueError("seeds must hold at least one k-means seed, e.g. (0, 1, 2)")
