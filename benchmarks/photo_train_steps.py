@@ -14,12 +14,11 @@ Run: .venv/bin/python benchmarks/photo_train_steps.py --cub ../shared/data/CUB_2
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
-PHASES = ("data", "forward", "loss", "backward", "optimizer")
+from train_speed import PHASES, median_phase_seconds  # the same timed step as the DenseNet benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -53,40 +52,11 @@ def measure(args: argparse.Namespace) -> dict:
     loss_fn = build_loss("facility_location", args.dim, classes, margin_multiplier=1.0, margin_type="nmi",
                          pam_iterations=5)
     opt = build_optimizer("adamw", model, loss_fn, lr=1e-4, weight_decay=1e-4, head_lr_multiplier=10)
-    amp = args.amp == "bf16"
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    timed: dict[str, list[float]] = {p: [] for p in PHASES}
-    batches = iter(loader)
-    batch = args.batch_classes * args.batch_samples
-    for i in range(args.warmup + args.steps):
-        marks = [time.perf_counter()]
-        try:
-            images, labels = next(batches)
-        except StopIteration:  # a small dataset: start another pass of the sampler
-            batches = iter(loader)
-            images, labels = next(batches)
-        images = images.contiguous(memory_format=memory_format)
-        sync()
-        marks.append(time.perf_counter())
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            embeddings = model(images)
-        sync()
-        marks.append(time.perf_counter())
-        loss = loss_fn(embeddings.float(), labels)
-        sync()
-        marks.append(time.perf_counter())
-        loss.backward()
-        sync()
-        marks.append(time.perf_counter())
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync()
-        marks.append(time.perf_counter())
-        if i >= args.warmup:
-            for phase, a, b in zip(PHASES, marks, marks[1:], strict=False):
-                timed[phase].append(b - a)
-    median = {p: statistics.median(v) for p, v in timed.items()}
+    median = median_phase_seconds(loader, model, loss_fn, opt, steps=args.steps, warmup=args.warmup,
+                                  memory_format=memory_format, bf16=args.amp == "bf16",
+                                  device_type=device.type)
     step = sum(median.values())
+    batch = args.batch_classes * args.batch_samples
     return {"img_s": batch / step, "step_ms": 1000 * step,
             **{f"{p}_pct": 100 * median[p] / step for p in PHASES},
             "data_loss_pct": 100 * (median["data"] + median["loss"]) / step}

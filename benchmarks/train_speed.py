@@ -21,6 +21,46 @@ PHASES = ("data", "forward", "loss", "backward", "optimizer")
 VARIANTS = {"fp32": (None, False), "fp32+channels_last": (None, True), "bf16": ("bf16", False)}
 
 
+def median_phase_seconds(loader, model, loss_fn, opt, *, steps: int, warmup: int, memory_format, bf16: bool,
+                         device_type: str) -> dict[str, float]:
+    """Run ``warmup + steps`` training steps and return the median seconds of each phase in PHASES over the
+    timed ones (medians: robust to other processes of a shared machine stealing a step now and then). Each
+    phase ends with a CUDA synchronize on a GPU; the loader is restarted when a small dataset runs out."""
+    import torch
+
+    sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
+    timed: dict[str, list[float]] = {p: [] for p in PHASES}
+    batches = iter(loader)
+    for i in range(warmup + steps):
+        marks = [time.perf_counter()]
+        try:
+            images, labels = next(batches)
+        except StopIteration:  # a small dataset: start another pass of the sampler
+            batches = iter(loader)
+            images, labels = next(batches)
+        images = images.contiguous(memory_format=memory_format)
+        sync()
+        marks.append(time.perf_counter())
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            embeddings = model(images)
+        sync()
+        marks.append(time.perf_counter())
+        loss = loss_fn(embeddings.float(), labels)
+        sync()
+        marks.append(time.perf_counter())
+        loss.backward()
+        sync()
+        marks.append(time.perf_counter())
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        marks.append(time.perf_counter())
+        if i >= warmup:
+            for phase, a, b in zip(PHASES, marks, marks[1:], strict=False):
+                timed[phase].append(b - a)
+    return {p: statistics.median(v) for p, v in timed.items()}
+
+
 def measure(model_name: str, variant: str, steps: int, warmup: int, device: str = "cpu") -> dict:
     import torch
 
@@ -44,34 +84,9 @@ def measure(model_name: str, variant: str, steps: int, warmup: int, device: str 
     loss_fn = build_loss("facility_location", 64, classes, margin_multiplier=1.0, margin_type="nmi",
                          pam_iterations=5)
     opt = build_sgd(model, loss_fn, lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    timed: dict[str, list[float]] = {p: [] for p in PHASES}
-    batches = iter(loader)
-    for i in range(warmup + steps):
-        marks = [time.perf_counter()]
-        images, labels = next(batches)
-        images = images.contiguous(memory_format=memory_format)
-        sync()
-        marks.append(time.perf_counter())
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-            embeddings = model(images)
-        sync()
-        marks.append(time.perf_counter())
-        loss = loss_fn(embeddings.float(), labels)
-        sync()
-        marks.append(time.perf_counter())
-        loss.backward()
-        sync()
-        marks.append(time.perf_counter())
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync()
-        marks.append(time.perf_counter())
-        if i >= warmup:
-            for phase, a, b in zip(PHASES, marks, marks[1:], strict=False):
-                timed[phase].append(b - a)
-    # Medians per phase: robust to the other processes of a shared machine stealing a step now and then.
-    median = {p: statistics.median(v) for p, v in timed.items()}
+    median = median_phase_seconds(loader, model, loss_fn, opt, steps=steps, warmup=warmup,
+                                  memory_format=memory_format, bf16=amp == "bf16",
+                                  device_type=torch.device(device).type)
     step = sum(median.values())
     return {"model": model_name, "variant": variant, "img_s": 128 / step, "step_ms": 1000 * step,
             **{f"{p}_pct": 100 * median[p] / step for p in PHASES}}
