@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from retrieval_oracle import add_query, empty_sums
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from clusterloss.metrics import clustering_scores, evaluate_embeddings, kmeans, retrieval
@@ -16,7 +17,7 @@ def brute_force(xq, yq, xg, yg, ks):
     """Independent oracle: float64 distances of each query to every gallery row, ordered by (distance,
     index), R = gallery rows of the query's label, queries with R = 0 left out."""
     xq, xg = np.asarray(xq, np.float64), np.asarray(xg, np.float64)
-    sums = {f"recall@{k}": 0.0 for k in ks} | {"precision@1": 0.0, "r_precision": 0.0, "map@r": 0.0}
+    sums = empty_sums(ks)
     scored = 0
     for q in range(len(xq)):
         r = int((yg == yq[q]).sum())
@@ -26,16 +27,7 @@ def brute_force(xq, yq, xg, yg, ks):
         d = ((xg - xq[q]) ** 2).sum(axis=1)
         order = np.lexsort((np.arange(len(xg)), d))
         rel = [bool(yg[j] == yq[q]) for j in order]
-        for k in ks:
-            sums[f"recall@{k}"] += float(any(rel[:k]))
-        sums["precision@1"] += float(rel[0])
-        sums["r_precision"] += sum(rel[:r]) / r
-        ap, hits = 0.0, 0
-        for i in range(r):
-            if rel[i]:
-                hits += 1
-                ap += hits / (i + 1)
-        sums["map@r"] += ap / r
+        add_query(sums, rel, ks, r)
     return {key: value / scored for key, value in sums.items()}, scored
 
 

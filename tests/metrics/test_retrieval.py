@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from retrieval_oracle import add_query, empty_sums
 
 from clusterloss.metrics import retrieval
 from clusterloss.metrics.retrieval import (
@@ -26,7 +27,7 @@ def brute_force(x, y, ks, queries=None):
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
     n = len(x)
-    sums = {f"recall@{k}": 0.0 for k in ks} | {"precision@1": 0.0, "r_precision": 0.0, "map@r": 0.0}
+    sums = empty_sums(ks)
     scored = 0
     for q in range(n) if queries is None else queries:
         r = int((y == y[q]).sum()) - 1
@@ -37,16 +38,7 @@ def brute_force(x, y, ks, queries=None):
         d = ((x[others] - x[q]) ** 2).sum(axis=1)
         order = others[np.lexsort((others, d))]
         rel = [bool(y[j] == y[q]) for j in order]
-        for k in ks:
-            sums[f"recall@{k}"] += float(any(rel[:k]))
-        sums["precision@1"] += float(rel[0])
-        sums["r_precision"] += sum(rel[:r]) / r
-        ap, hits = 0.0, 0
-        for i in range(r):
-            if rel[i]:
-                hits += 1
-                ap += hits / (i + 1)
-        sums["map@r"] += ap / r
+        add_query(sums, rel, ks, r)
     return {key: value / scored for key, value in sums.items()}, scored
 
 
