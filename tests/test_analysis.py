@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from clusterloss.analysis import add_subcommands, analyze_run, extract, load_extracted, save_extracted
+from clusterloss.analysis import (add_subcommands, analyze_run, extract, format_table, load_extracted,
+                                  save_extracted)
 from clusterloss.checkpoint import save_checkpoint
 from clusterloss.config import load_config
 from clusterloss.data import build_splits, normalize
@@ -160,3 +161,13 @@ def test_every_analysis_command_finds_a_dataset_that_moved_with_data_root(tmp_pa
                "--queries", 2, "--k", 3) == 0
     assert cli("report", run, "--no-tsne", "--data-root", third) == 0
     assert (run / "report.html").exists() and (tmp_path / "t2.png").exists()
+
+
+def test_format_table_prints_scores_and_fewshot_accuracies_in_percent():
+    metrics = {"nmi": 0.8562, "nmi_std": 0.0041, "recall@1": 0.9, "oneshot": 0.74, "20way1shot": 0.7891,
+               "20way1shot_ci95": 0.0123, "20way1shot_ncm": 0.8, "num_classes": 26, "kmeans_seconds": 1.5}
+    rows = dict(line.split("  ", 1) for line in format_table(metrics).splitlines())
+    rows = {name: text.strip() for name, text in rows.items()}
+    assert rows == {"nmi (%)": "85.62 ± 0.41", "recall@1 (%)": "90.00", "oneshot (%)": "74.00",
+                    "20way1shot (%)": "78.91 ± 1.23 (95 % CI)", "20way1shot_ncm (%)": "80.00",
+                    "num_classes": "26", "kmeans_seconds": "1.5000"}

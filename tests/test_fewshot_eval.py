@@ -70,6 +70,10 @@ def test_training_evaluates_fewshot_and_keeps_best_by_oneshot(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "m.json")]) == 0
     written = json.loads((tmp_path / "m.json").read_text())
     assert written["oneshot"] == pytest.approx(evaluation["oneshot"], abs=0.02)  # bf16 training-time eval
+    printed = dict(line.split("  ", 1) for line in capsys.readouterr().out.splitlines() if "  " in line)
+    assert printed["oneshot (%)"].strip() == f"{100 * written['oneshot']:.2f}"  # percent, like NMI
+    assert printed["5way1shot (%)"].strip() == (f"{100 * written['5way1shot']:.2f} ± "
+                                                f"{100 * written['5way1shot_ci95']:.2f} (95 % CI)")
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clusterloss.metrics.fewshot import is_fewshot_metric
 from clusterloss.utils.devices import resolve_device
 from clusterloss.utils.files import atomic_write_text
 from clusterloss.validation import check_embeddings, check_labels
@@ -303,13 +304,14 @@ SCORE_KEYS = ("nmi", "ami", "precision@1", "r_precision", "map@r")
 
 
 def _is_score(key: str) -> bool:
-    return key in SCORE_KEYS or key.startswith("recall@")
+    return key in SCORE_KEYS or key.startswith("recall@") or is_fewshot_metric(key)
 
 
 def format_table(metrics: dict) -> str:
-    """One line per metric; scores in percent (as the report and the quickstart table show them)."""
+    """One line per metric; scores and few-shot accuracies in percent (as the report and the quickstart
+    show them), with ``± std`` over k-means seeds or ``± half-width (95 % CI)`` of the episode mean."""
     undefined = metrics.get("undefined") or {}
-    rows = [(k, v) for k, v in metrics.items() if not k.endswith("_std") and k != "undefined"]
+    rows = [(k, v) for k, v in metrics.items() if not k.endswith(("_std", "_ci95")) and k != "undefined"]
     names = {k: f"{k} (%)" if _is_score(k) else k for k, _ in rows}
     width = max(len(name) for name in names.values())
     lines = []
@@ -324,6 +326,9 @@ def format_table(metrics: dict) -> str:
             text = str(value)
         spread = f" ± {scale * std:.2f}" if isinstance(std, (int, float)) and scale == 100 else (
             f" ± {std:.4f}" if isinstance(std, (int, float)) else "")
+        ci95 = metrics.get(f"{key}_ci95")
+        if isinstance(ci95, (int, float)):
+            spread += f" ± {scale * ci95:.2f} (95 % CI)"
         lines.append(f"{names[key]:<{width}}  {text}{spread}")
     return "\n".join(lines)
 

@@ -17,20 +17,27 @@ Distances are Euclidean; a tie goes to the candidate listed first. Metric names 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 __all__ = ["oneshot_accuracy", "sample_episodes", "episode_accuracy", "episode_metrics",
-           "fewshot_metric_names", "episode_name", "ONESHOT"]
+           "fewshot_metric_names", "episode_name", "is_fewshot_metric", "ONESHOT"]
 
 ONESHOT = "oneshot"
+_EPISODE_NAME = re.compile(r"\d+way\d+shot(_ncm)?")
 _Z95 = 1.959963984540054
 
 
 def episode_name(ways: int, shots: int, rule: str = "nn") -> str:
     return f"{ways}way{shots}shot" + ("" if rule == "nn" else f"_{rule}")
+
+
+def is_fewshot_metric(name: str) -> bool:
+    """True for an accuracy this module names (``oneshot``, ``5way1shot``, ``20way1shot_ncm``; not ``_ci95``)."""
+    return name == ONESHOT or _EPISODE_NAME.fullmatch(name) is not None
 
 
 def fewshot_metric_names(ways: Sequence[int] = (5, 20), shots: Sequence[int] = (1,),
