@@ -95,7 +95,7 @@ def current_rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def worker(tool: str, n: int, seeds: int, iterations: int = 20) -> dict:
+def worker(tool: str, n: int, seeds: int, iterations: int = 20, knn_backend: str = "auto") -> dict:
     classes, dim, ks = CONFIGS[n]
     if tool == "clusterloss":
         import torch
@@ -119,9 +119,10 @@ def worker(tool: str, n: int, seeds: int, iterations: int = 20) -> dict:
         with torch_threads(max(1, min(idle_cores(), torch.get_num_threads()))):
             out = clustering_scores(x, y, seeds=tuple(range(seeds)), iterations=iterations)
             t_cluster = time.perf_counter() - start
-            out.update(retrieval_metrics(x, y, ks, query_indices=queries))
+            out.update(retrieval_metrics(x, y, ks, query_indices=queries, backend=knn_backend))
         t_knn = time.perf_counter() - start - t_cluster
-        parts = f"k-means+NMI/AMI {t_cluster:.1f} s, kNN metrics (k = max(K, R)) {t_knn:.1f} s"
+        parts = (f"k-means+NMI/AMI {t_cluster:.1f} s, kNN metrics (k = max(K, R), {knn_backend}) "
+                 f"{t_knn:.1f} s")
         result = {k: out[k] for k in ("nmi", "ami", "recall@1", "r_precision", "map@r")}
         result["recall@last"] = out[f"recall@{ks[-1]}"]
     else:
@@ -137,8 +138,9 @@ def worker(tool: str, n: int, seeds: int, iterations: int = 20) -> dict:
             "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "parts": parts, "load": load, **result}
 
 
-def run(tool: str, n: int, seeds: int, timeout: float, iterations: int = 20) -> dict:
-    cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds), str(iterations)]
+def run(tool: str, n: int, seeds: int, timeout: float, iterations: int = 20,
+        knn_backend: str = "auto") -> dict:
+    cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds), str(iterations), knn_backend]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
@@ -157,11 +159,13 @@ def main() -> None:
     parser.add_argument("--kmeans-iterations", type=int, default=20,
                         help="our k-means iterations (PML's are fixed at 20; other values change NMI/AMI)")
     parser.add_argument("--no-pml", action="store_true", help="time clusterloss only")
-    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--knn-backend", default="auto", choices=("auto", "faiss", "torch", "blocked"),
+                        help="our kNN backend (retrieval_metrics(backend=...)); PML always uses faiss")
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        tool, n, seeds, iterations = args.worker
-        print(json.dumps(worker(tool, int(n), int(seeds), int(iterations))))
+        tool, n, seeds, iterations, knn_backend = args.worker
+        print(json.dumps(worker(tool, int(n), int(seeds), int(iterations), knn_backend)))
         return
     header = ("| N | D | classes | tool | time (s) | peak RSS (MB) | base RSS (MB) | NMI | AMI | R@1 | "
               "R-Prec | MAP@R | PML time / this | k-means runs x iterations | R@K (largest K) | load | "
@@ -180,7 +184,8 @@ def main() -> None:
         else:
             pml = run("pml", n, 1, args.timeout)
         jobs = [("clusterloss", 1)] + ([("clusterloss", 3)] if n in DEFAULT_SEEDS_SIZES else [])
-        for r in [pml] + [run(tool, n, seeds, args.timeout, args.kmeans_iterations) for tool, seeds in jobs]:
+        for r in [pml] + [run(tool, n, seeds, args.timeout, args.kmeans_iterations, args.knn_backend)
+                         for tool, seeds in jobs]:
             name = "PML AccuracyCalculator" if r["tool"] == "pml" else "clusterloss"
             if r["tool"] == "clusterloss" and r["seeds"] > 1:
                 name += ", default seeds"

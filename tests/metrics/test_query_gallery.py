@@ -10,7 +10,7 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 from clusterloss.metrics import clustering_scores, evaluate_embeddings, kmeans, retrieval
 from clusterloss.metrics.retrieval import iter_knn, nearest_neighbors, retrieval_metrics
 
-BACKENDS = ["torch"] + (["faiss"] if retrieval.faiss is not None else [])
+BACKENDS = ["torch", "blocked"] + (["faiss"] if retrieval.faiss is not None else [])
 
 
 def brute_force(xq, yq, xg, yg, ks):

@@ -19,7 +19,7 @@ from clusterloss.metrics.retrieval import (
     retrieval_metrics,
 )
 
-BACKENDS = ["torch"] + (["faiss"] if retrieval.faiss is not None else [])
+BACKENDS = ["torch", "blocked"] + (["faiss"] if retrieval.faiss is not None else [])
 
 
 def brute_force(x, y, ks, queries=None):

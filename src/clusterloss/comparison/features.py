@@ -97,9 +97,12 @@ def view_features(model: torch.nn.Module, dataset, views: int, augmentation: str
 
 
 def train_head(config: Config, train_features: torch.Tensor, train_labels: torch.Tensor,
-               eval_features: torch.Tensor, eval_labels: torch.Tensor, run_dir: Path) -> dict[str, float]:
+               eval_features: torch.Tensor, eval_labels: torch.Tensor, run_dir: Path,
+               eval_query_mask: torch.Tensor | None = None) -> dict[str, float]:
     """Train a Linear -> L2 head on cached features [N, V, F] with ``config``'s loss, batches and optimizer;
-    return the final head's metrics on ``eval_features`` [M, F] (+ ``train_seconds``, margin statistics)."""
+    return the final head's metrics on ``eval_features`` [M, F] (+ ``train_seconds``, margin statistics).
+    ``eval_query_mask`` (bool [M], True = query): score the evaluation set as queries against a gallery
+    (In-Shop) instead of all against all."""
     t = config.train
     start = time.perf_counter()
     torch.manual_seed(t.seed)
@@ -152,7 +155,7 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
     with torch.no_grad():
         embeddings = head(eval_features.float())
     metrics = evaluate_embeddings(embeddings, eval_labels, ks=tuple(config.eval.ks),
-                                  kmeans_seeds=tuple(config.eval.kmeans_seeds))
+                                  kmeans_seeds=tuple(config.eval.kmeans_seeds), query_mask=eval_query_mask)
     out = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     out.update(train_seconds=seconds, steps=float(step), load_average_1m=os.getloadavg()[0])
     if shares:
@@ -245,13 +248,15 @@ class FeatureRunner:
         if done is not None:
             return done
         c = self.cache
+        query_mask = None  # validation is all against all (data.protocols); the final test side may not be
         if config.data.validation:
             fit, val = self._select(self.tuning_splits.train), self._select(self.tuning_splits.eval)
             args = (c["train"][fit], c["train_labels"][fit], c["train"][val, 0], c["train_labels"][val])
         else:
             args = (c["train"], c["train_labels"], c["eval"], c["eval_labels"])
+            query_mask = self.final_splits.eval.query_mask
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-        metrics = train_head(config, *args, run_dir)
+        metrics = train_head(config, *args, run_dir, eval_query_mask=query_mask)
         write_json(run_dir / "final_metrics.json", metrics)
         return metrics

@@ -1,0 +1,263 @@
+"""Exact k nearest neighbours on the CPU: blocked matrix products (torch / MKL) + a numba selection.
+
+faiss's flat search keeps a heap (k < 100) or a reservoir per query and visits every distance in scalar
+code; at k ~ 100-1000 that costs several times the matrix product itself. Here the product is tiled (a tile
+fits the caches), and each tile is reduced at once by a numba kernel that keeps, per query, a *reservoir*:
+a buffer of candidate neighbours and a threshold, the k-th smallest (distance, index) seen so far. A group
+of 16 distances is compared to the threshold with vector instructions and only a group that holds a
+candidate is looked at one by one, so the cost per distance is a few vector operations.
+
+All against all (no gallery, every row a query) the product is symmetric: tile (I, J) with I < J serves
+queries I against rows J *and* queries J against rows I, so only half of the products are computed
+(pytorch-metric-learning and faiss compute all of them). A pair's distance is then one float32 value used
+in both directions.
+
+Order and ties: candidates are compared by the 64-bit key (float32 bits of the distance << 32 | index);
+for non-negative floats the bit pattern orders like the value, so the key orders by (distance, index)
+exactly as the rest of :mod:`clusterloss.metrics.retrieval` does. Distances are ``(|q|^2 + |g|^2) - 2 q.g``
+in float32 (faiss's formula), clamped at 0; the self-match is excluded by index, never by distance.
+
+Memory: one reservoir of ``2k`` keys (8 bytes) per query in flight, plus one tile. All against all keeps
+every query in flight (N * 2k * 8 bytes: 100,000 queries at k = 141: 226 MB); above ``_RESERVOIR_BYTES``
+the queries are streamed in blocks without the symmetry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+__all__ = ["iter_knn_blocked"]
+
+_GROUP = 64  # distances compared to a query's threshold in one vector step
+_TILE = 1024  # rows and columns of one distance tile (4 MB of float32: the caches)
+_RESERVOIR_BYTES = 1536 * 2**20  # all reservoirs together, all-against-all; beyond this queries stream
+_STREAM_QUERIES = 8192  # queries per streamed block
+_NO_SELF = -1
+_INF_KEY = np.int64(0x7F800000FFFFFFFF)  # distance +inf, largest index: above every candidate
+
+
+@njit(cache=True, inline="always")
+def _key(d, index):
+    return (np.int64(np.float32(d).view(np.int32)) << 32) | np.int64(index)
+
+
+@njit(cache=True)
+def _compact(keys, q, k):
+    """Move the k smallest keys of reservoir ``q`` to its front (in place, unordered: quickselect with a
+    median-of-three pivot; keys are distinct) and return the largest of them (the new threshold)."""
+    row = keys[q]
+    lo, hi = 0, row.shape[0] - 1
+    target = k - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        a, b, c = row[lo], row[mid], row[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while row[i] < pivot:
+                i += 1
+            while row[j] > pivot:
+                j -= 1
+            if i <= j:
+                row[i], row[j] = row[j], row[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            break
+    return row[target]
+
+
+@njit(cache=True, inline="always")
+def _offer(keys, count, thr, q, key, k):
+    """Add ``key`` to reservoir ``q`` if it is below the threshold; compact when the buffer is full."""
+    if key < thr[q]:
+        c = count[q]
+        keys[q, c] = key
+        c += 1
+        if c == keys.shape[1]:
+            thr[q] = _compact(keys, q, k)
+            c = k
+        count[q] = c
+
+
+@njit(cache=True, inline="always")
+def _threshold_value(key):
+    return np.int32(key >> 32).view(np.float32)
+
+
+@njit(cache=True, inline="always")
+def _distances(out, base, sq_cols, dot_row):
+    """``out[j] = (base + sq_cols[j]) - 2 dot_row[j]`` in float32 (no fused multiply-add: the value that
+    is compared is the value that is stored)."""
+    two = np.float32(2.0)
+    for j in range(out.shape[0]):
+        out[j] = (base + sq_cols[j]) - two * dot_row[j]
+
+
+@njit(cache=True, fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
+def _group_min(values, j0, j1):
+    """Smallest of ``values[j0:j1]`` (a vector reduction; the values are finite distances). A full group
+    is a loop of constant length, which the compiler turns into a few vector instructions."""
+    m = values[j0]
+    if j1 - j0 == _GROUP:
+        for j in range(1, _GROUP):
+            m = min(m, values[j0 + j])
+        return m
+    for j in range(j0 + 1, j1):
+        m = min(m, values[j])
+    return m
+
+
+@njit(cache=True, fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
+def _group_margin(values, limits, n):
+    """Smallest ``values[j] - limits[j]`` over ``j < n`` (<= 0: some value is within its limit)."""
+    m = values[0] - limits[0]
+    for j in range(1, n):
+        m = min(m, values[j] - limits[j])
+    return m
+
+
+@njit(parallel=True, cache=True)
+def _scan_rows(dot, sq_rows, sq_cols, col_ids, res_rows, self_ids, keys, count, thr, k):
+    """Row orientation: tile row i is query ``res_rows[i]`` (its reservoir), tile column j is gallery row
+    ``col_ids[j]``; ``self_ids[i]`` is the gallery row to skip (the query itself) or -1."""
+    n_rows, n_cols = dot.shape
+    for block in prange((n_rows + _GROUP - 1) // _GROUP):
+        dist = np.empty(n_cols, dtype=np.float32)
+        for i in range(block * _GROUP, min((block + 1) * _GROUP, n_rows)):
+            q = res_rows[i]
+            skip = self_ids[i]
+            _distances(dist, sq_rows[i], sq_cols, dot[i])
+            limit = _threshold_value(thr[q])
+            for j0 in range(0, n_cols, _GROUP):
+                j1 = min(j0 + _GROUP, n_cols)
+                if not _group_min(dist, j0, j1) <= limit:
+                    continue
+                for j in range(j0, j1):
+                    d = dist[j]
+                    if d <= limit and col_ids[j] != skip:
+                        _offer(keys, count, thr, q, _key(max(d, np.float32(0.0)), col_ids[j]), k)
+                        limit = _threshold_value(thr[q])
+
+
+@njit(parallel=True, cache=True)
+def _scan_cols(dot, sq_rows, sq_cols, row_ids, res_cols, keys, count, thr, k):
+    """Column orientation of a symmetric tile: tile column j is query ``res_cols[j]``, tile row i is gallery
+    row ``row_ids[i]`` (an off-diagonal tile: no self-match). Threads split the columns in groups."""
+    n_rows, n_cols = dot.shape
+    for jg in prange((n_cols + _GROUP - 1) // _GROUP):
+        j0 = jg * _GROUP
+        width = min(_GROUP, n_cols - j0)
+        limits = np.empty(width, dtype=np.float32)
+        dist = np.empty(width, dtype=np.float32)
+        for j in range(width):
+            limits[j] = _threshold_value(thr[res_cols[j0 + j]])
+        for i in range(n_rows):
+            _distances(dist, sq_rows[i], sq_cols[j0 : j0 + width], dot[i, j0 : j0 + width])
+            if not _group_margin(dist, limits, width) <= 0:
+                continue
+            for j in range(width):
+                if dist[j] <= limits[j]:
+                    q = res_cols[j0 + j]
+                    _offer(keys, count, thr, q, _key(max(dist[j], np.float32(0.0)), row_ids[i]), k)
+                    limits[j] = _threshold_value(thr[q])
+
+
+@njit(parallel=True, cache=True)
+def _finish(keys, count, rows, k):
+    """Reservoirs ``rows`` -> (distances [B, k] float32, indices [B, k] int64) in key order."""
+    out_d = np.empty((len(rows), k), dtype=np.float32)
+    out_i = np.empty((len(rows), k), dtype=np.int64)
+    for r in prange(len(rows)):
+        q = rows[r]
+        part = np.sort(keys[q, : count[q]])[:k]
+        for t in range(k):
+            out_d[r, t] = _threshold_value(part[t])
+            out_i[r, t] = part[t] & 0xFFFFFFFF
+    return out_d, out_i
+
+
+def _reservoirs(n: int, k: int):
+    cap = 2 * k
+    return (np.empty((n, cap), dtype=np.int64), np.zeros(n, dtype=np.int64),
+            np.full(n, _INF_KEY, dtype=np.int64))
+
+
+def _symmetric(x: torch.Tensor, sq: np.ndarray, ids: np.ndarray, k: int, tile: int):
+    """All against all, half the products; row p of ``x`` is sample ``ids[p]``, and reservoir p is its.
+
+    Diagonal tiles go first: with the rows sorted by label a query's own class is mostly in its diagonal
+    tile, its nearest neighbours are usually there, and its threshold starts low (fewer candidates)."""
+    n = x.shape[0]
+    keys, count, thr = _reservoirs(n, k)
+    rows = np.arange(n, dtype=np.int64)
+    none = np.full(tile, _NO_SELF, dtype=np.int64)
+    buf = torch.empty(tile, tile)
+    starts = range(0, n, tile)
+    for r0, c0 in [(r, r) for r in starts] + [(r, c) for r in starts for c in starts if c > r]:
+        r1, c1 = min(r0 + tile, n), min(c0 + tile, n)
+        dot = torch.mm(x[r0:r1], x[c0:c1].T, out=buf[: r1 - r0, : c1 - c0]).numpy()
+        self_ids = ids[r0:r1] if c0 == r0 else none[: r1 - r0]
+        _scan_rows(dot, sq[r0:r1], sq[c0:c1], ids[c0:c1], rows[r0:r1], self_ids, keys, count, thr, k)
+        if c0 != r0:
+            _scan_cols(dot, sq[r0:r1], sq[c0:c1], ids[r0:r1], rows[c0:c1], keys, count, thr, k)
+    return keys, count
+
+
+def _streamed(xq: torch.Tensor, sqq: np.ndarray, g: torch.Tensor, sqg: np.ndarray, self_ids: np.ndarray,
+              k: int, tile: int):
+    """A block of queries against every gallery tile: (distances, indices) of the block."""
+    b, m = xq.shape[0], g.shape[0]
+    keys, count, thr = _reservoirs(b, k)
+    res = np.arange(b, dtype=np.int64)
+    gallery_ids = np.arange(m, dtype=np.int64)
+    buf = torch.empty(tile, tile)
+    for r0 in range(0, b, tile):
+        r1 = min(r0 + tile, b)
+        for c0 in range(0, m, tile):
+            c1 = min(c0 + tile, m)
+            dot = torch.mm(xq[r0:r1], g[c0:c1].T, out=buf[: r1 - r0, : c1 - c0]).numpy()
+            _scan_rows(dot, sqq[r0:r1], sqg[c0:c1], gallery_ids[c0:c1], res[r0:r1], self_ids[r0:r1],
+                       keys, count, thr, k)
+    return _finish(keys, count, res, k)
+
+
+def iter_knn_blocked(x: torch.Tensor, k: int, queries: torch.Tensor, gallery: torch.Tensor | None,
+                     order: torch.Tensor | None = None,
+                     tile: int = _TILE) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Exact kNN of rows ``queries`` of ``x`` (checked float32 CPU tensors) among the other rows of ``x``
+    (self excluded by index) or among ``gallery``; yields (queries, distances, indices) blocks in
+    (distance, index) order, like :func:`clusterloss.metrics.retrieval.iter_knn`.
+
+    ``order``: optional permutation of the rows of ``x`` to visit them in (all against all: rows sorted by
+    label run faster); it changes nothing in the result."""
+    g = x if gallery is None else gallery
+    n = x.shape[0]
+    # All against all with most rows as queries (singletons are not): every row in flight, half the products.
+    if gallery is None and 2 * len(queries) >= n and n * 2 * k * 8 <= _RESERVOIR_BYTES:
+        perm = torch.arange(n) if order is None else torch.as_tensor(order).long()
+        xp = x[perm].contiguous()
+        ids = perm.numpy().astype(np.int64)
+        keys, count = _symmetric(xp, (xp * xp).sum(dim=1).numpy(), ids, k, tile)
+        position = np.empty(n, dtype=np.int64)
+        position[ids] = np.arange(n)
+        for first in range(0, len(queries), _STREAM_QUERIES):
+            q = queries[first : first + _STREAM_QUERIES]
+            dist, idx = _finish(keys, count, position[q.numpy()], k)
+            yield q, torch.from_numpy(dist), torch.from_numpy(idx)
+        return
+    sqg = (g * g).sum(dim=1).numpy()
+    sqx = sqg if gallery is None else (x * x).sum(dim=1).numpy()
+    for first in range(0, len(queries), _STREAM_QUERIES):
+        q = queries[first : first + _STREAM_QUERIES]
+        self_ids = q.numpy().astype(np.int64) if gallery is None else np.full(len(q), _NO_SELF, np.int64)
+        dist, idx = _streamed(x[q].contiguous(), sqx[q.numpy()], g, sqg, self_ids, k, tile)
+        yield q, torch.from_numpy(dist), torch.from_numpy(idx)

@@ -1,0 +1,83 @@
+"""The blocked kNN (metrics.knn_blocked) against a brute-force oracle: small tiles so that every path runs
+(diagonal and off-diagonal tiles of the symmetric pass, the streamed pass, reservoir compactions), exact
+ties and duplicates, self-exclusion by index, query / gallery, k = every other row, singleton classes."""
+
+import numpy as np
+import pytest
+import torch
+from test_retrieval import brute_force, make_data
+
+from clusterloss.metrics import knn_blocked
+from clusterloss.metrics.retrieval import nearest_neighbors, retrieval_metrics
+
+
+def oracle_knn(x, k, queries=None, gallery=None):
+    """float64 distances, neighbours ordered by (distance, index), self excluded by index."""
+    x = np.asarray(x, dtype=np.float64)
+    g = x if gallery is None else np.asarray(gallery, dtype=np.float64)
+    out = []
+    for q in range(len(x)) if queries is None else queries:
+        cand = np.array([j for j in range(len(g)) if gallery is not None or j != q])
+        d = ((g[cand] - x[q]) ** 2).sum(axis=1)
+        out.append(cand[np.lexsort((cand, d))][:k])
+    return np.array(out)
+
+
+def blocked(x, k, queries=None, gallery=None, order=None, tile=7):
+    x = torch.as_tensor(x)
+    q = torch.arange(len(x)) if queries is None else torch.as_tensor(queries)
+    g = None if gallery is None else torch.as_tensor(gallery)
+    parts = list(knn_blocked.iter_knn_blocked(x, k, q, g, order=order, tile=tile))
+    assert torch.equal(torch.cat([p[0] for p in parts]), q)
+    return torch.cat([p[1] for p in parts]).numpy(), torch.cat([p[2] for p in parts]).numpy()
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 49])  # 49 = every other row: no compaction ever drops one
+def test_symmetric_pass_matches_the_oracle_with_ties_and_duplicates(k):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(50, 2)).astype(np.float32)  # 3x3 grid: exact duplicates and equal distances
+    order = torch.from_numpy(rng.permutation(50))
+    for o in (None, order):
+        dist, idx = blocked(x, k, order=o)
+        want = oracle_knn(x, k)
+        np.testing.assert_array_equal(idx, want)
+        np.testing.assert_array_equal(dist, ((x[want] - x[:, None]) ** 2).sum(axis=2))
+        assert not (idx == np.arange(50)[:, None]).any()  # never the query itself, though at distance 0
+
+
+def test_streamed_pass_query_subset_and_gallery_match_the_oracle():
+    rng = np.random.default_rng(1)
+    x = rng.integers(-2, 3, size=(40, 3)).astype(np.float32)
+    queries = np.array([39, 0, 5, 5, 17])  # fewer than half the rows: the streamed pass; a repeated query
+    _, idx = blocked(x, 6, queries=queries)
+    np.testing.assert_array_equal(idx, oracle_knn(x, 6, queries))
+    gallery = np.concatenate([x[:10], rng.integers(-2, 3, size=(13, 3)).astype(np.float32)])
+    _, idx = blocked(x, 23, gallery=gallery)  # k = the gallery size; copies of queries are neighbours
+    np.testing.assert_array_equal(idx, oracle_knn(x, 23, gallery=gallery))
+
+
+def test_reservoir_compactions_on_random_data_equal_a_full_sort():
+    x, _ = make_data(n=300, d=5, seed=4)
+    for k in (2, 20):
+        dist, idx = blocked(x, k, tile=32)
+        np.testing.assert_array_equal(idx, oracle_knn(x, k))
+
+
+def test_backend_through_retrieval_metrics_equals_the_oracle_and_torch():
+    x, y = make_data(n=260, classes=9, singletons=5, seed=5)
+    ks = (1, 2, 4, 8, 100, 1000)  # K above every class and above N - 1; singletons excluded
+    got = retrieval_metrics(x, y, ks, backend="blocked")
+    want, scored = brute_force(x, y, ks)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+    assert (got["queries"], got["excluded_queries"]) == (scored, 5)
+    _, by_blocked = nearest_neighbors(x, 30, backend="blocked")
+    assert torch.equal(by_blocked, nearest_neighbors(x, 30, backend="torch")[1])
+
+
+def test_two_rows_and_a_one_row_gallery():
+    x = np.array([[0.0, 1.0], [3.0, 1.0]], dtype=np.float32)
+    dist, idx = blocked(x, 1)
+    assert idx.tolist() == [[1], [0]] and dist.tolist() == [[9.0], [9.0]]
+    dist, idx = blocked(x, 1, gallery=x[1:])
+    assert idx.tolist() == [[0], [0]] and dist.tolist() == [[9.0], [0.0]]
