@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from clusterloss.analysis import (add_subcommands, analyze_run, extract, format_table, load_extracted,
-                                  save_extracted)
+from clusterloss.analysis import (
+    add_subcommands,
+    analyze_run,
+    extract,
+    format_table,
+    load_extracted,
+    save_extracted,
+)
 from clusterloss.checkpoint import save_checkpoint
 from clusterloss.config import load_config
 from clusterloss.data import build_splits, normalize

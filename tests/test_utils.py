@@ -53,6 +53,23 @@ def test_jit_compiles_without_a_disk_cache_where_numba_cannot_cache(monkeypatch)
     with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
         fast = compiled.jit(add_one)
     assert fast(41) == 42 and hasattr(fast, "py_func")
+    with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):  # with options: they reach numba either way
+        fast = compiled.jit(fastmath=True)(add_one)
+    assert fast(1.5) == 2.5 and fast.targetoptions.get("fastmath")
+
+
+def test_jit_takes_numba_options_as_a_decorator_factory():
+    from clusterloss.utils import compiled
+
+    @compiled.jit(inline="always")
+    def twice(x):
+        return 2 * x
+
+    @compiled.jit
+    def four_times(x):
+        return twice(twice(x))
+
+    assert four_times(3) == 12 and twice.targetoptions.get("inline") == "always"
 
 
 def test_idle_cores_is_between_one_and_the_core_count(monkeypatch):

@@ -36,7 +36,7 @@ def episode_name(ways: int, shots: int, rule: str = "nn") -> str:
 
 
 def is_fewshot_metric(name: str) -> bool:
-    """True for an accuracy this module names (``oneshot``, ``5way1shot``, ``20way1shot_ncm``; not ``_ci95``)."""
+    """True for the accuracies this module names: ``oneshot``, ``5way1shot``, ``20way1shot_ncm``."""
     return name == ONESHOT or _EPISODE_NAME.fullmatch(name) is not None
 
 

@@ -28,7 +28,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import prange
+
+from clusterloss.utils.compiled import jit
 
 __all__ = ["iter_knn_blocked"]
 
@@ -40,12 +42,12 @@ _NO_SELF = -1
 _INF_KEY = np.int64(0x7F800000FFFFFFFF)  # distance +inf, largest index: above every candidate
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _key(d, index):
     return (np.int64(np.float32(d).view(np.int32)) << 32) | np.int64(index)
 
 
-@njit(cache=True)
+@jit
 def _compact(keys, q, k):
     """Move the k smallest keys of reservoir ``q`` to its front (in place, unordered: quickselect with a
     median-of-three pivot; keys are distinct) and return the largest of them (the new threshold)."""
@@ -75,7 +77,7 @@ def _compact(keys, q, k):
     return row[target]
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _offer(keys, count, thr, q, key, k):
     """Add ``key`` to reservoir ``q`` if it is below the threshold; compact when the buffer is full."""
     if key < thr[q]:
@@ -88,12 +90,12 @@ def _offer(keys, count, thr, q, key, k):
         count[q] = c
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _threshold_value(key):
     return np.int32(key >> 32).view(np.float32)
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _distances(out, base, sq_cols, dot_row):
     """``out[j] = (base + sq_cols[j]) - 2 dot_row[j]`` in float32 (no fused multiply-add: the value that
     is compared is the value that is stored)."""
@@ -102,7 +104,7 @@ def _distances(out, base, sq_cols, dot_row):
         out[j] = (base + sq_cols[j]) - two * dot_row[j]
 
 
-@njit(cache=True, fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
+@jit(fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
 def _group_min(values, j0, j1):
     """Smallest of ``values[j0:j1]`` (a vector reduction; the values are finite distances). A full group
     is a loop of constant length, which the compiler turns into a few vector instructions."""
@@ -116,7 +118,7 @@ def _group_min(values, j0, j1):
     return m
 
 
-@njit(cache=True, fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
+@jit(fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
 def _group_margin(values, limits, n):
     """Smallest ``values[j] - limits[j]`` over ``j < n`` (<= 0: some value is within its limit)."""
     m = values[0] - limits[0]
@@ -125,7 +127,7 @@ def _group_margin(values, limits, n):
     return m
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def _scan_rows(dot, sq_rows, sq_cols, col_ids, res_rows, self_ids, keys, count, thr, k):
     """Row orientation: tile row i is query ``res_rows[i]`` (its reservoir), tile column j is gallery row
     ``col_ids[j]``; ``self_ids[i]`` is the gallery row to skip (the query itself) or -1."""
@@ -148,7 +150,7 @@ def _scan_rows(dot, sq_rows, sq_cols, col_ids, res_rows, self_ids, keys, count, 
                         limit = _threshold_value(thr[q])
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def _scan_cols(dot, sq_rows, sq_cols, row_ids, res_cols, keys, count, thr, k):
     """Column orientation of a symmetric tile: tile column j is query ``res_cols[j]``, tile row i is gallery
     row ``row_ids[i]`` (an off-diagonal tile: no self-match). Threads split the columns in groups."""
@@ -171,7 +173,7 @@ def _scan_cols(dot, sq_rows, sq_cols, row_ids, res_cols, keys, count, thr, k):
                     limits[j] = _threshold_value(thr[q])
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def _finish(keys, count, rows, k):
     """Reservoirs ``rows`` -> (distances [B, k] float32, indices [B, k] int64) in key order."""
     out_d = np.empty((len(rows), k), dtype=np.float32)

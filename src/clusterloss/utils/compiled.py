@@ -8,11 +8,14 @@ from collections.abc import Callable
 from numba import njit
 
 
-def jit(function: Callable) -> Callable:
-    """``numba.njit(cache=True)``; where numba finds no writable cache location it refuses ``cache=True``
-    (RuntimeError at decoration), and the function is then compiled in each process instead (a warning)."""
+def jit(function: Callable | None = None, **options) -> Callable:
+    """``numba.njit(cache=True, **options)``, as ``@jit`` or ``@jit(parallel=True, ...)``. Where numba finds
+    no writable cache location it refuses ``cache=True`` (RuntimeError at decoration), and the function is
+    then compiled in each process instead (a warning)."""
+    if function is None:
+        return lambda f: jit(f, **options)
     try:
-        return njit(cache=True)(function)
+        return njit(cache=True, **options)(function)
     except RuntimeError as err:
         warnings.warn(
             f"numba cannot cache {function.__name__} ({err}); it is compiled in every process "
@@ -20,4 +23,4 @@ def jit(function: Callable) -> Callable:
             RuntimeWarning,
             stacklevel=2,
         )
-        return njit(function)
+        return njit(**options)(function)
