@@ -65,11 +65,23 @@ class PerImageDataset(Dataset):
         return (crop.float() / 255 - self.mean) / self.std, self.labels[index]
 
 
+def _endless(iterable):
+    while True:
+        empty = True
+        for item in iterable:
+            empty = False
+            yield item
+        if empty:
+            return
+
+
 def _images_per_second(iterable, max_batches: int, device: str = "cpu", cpu_time: list | None = None
                        ) -> tuple[float, int]:
-    """(images/s, images timed) after one warm-up batch; ``cpu_time``: gets this process's CPU-seconds."""
-    iterator = iter(iterable)
-    next(iterator)  # warm-up (worker start-up, first allocation) is not counted
+    """(images/s, images timed) after two warm-up batches; ``cpu_time``: gets this process's CPU-seconds.
+    A short epoch is started again (tiny test data)."""
+    iterator = _endless(iterable)
+    for _ in range(2):  # warm-up (worker start-up, first allocations: two buffers alternate) is not counted
+        next(iterator)
     count, start, cpu_start = 0, time.perf_counter(), time.process_time()
     for i, (images, _) in enumerate(iterator):
         count += images.shape[0]
@@ -167,7 +179,8 @@ def photo_rows(cub_root: str, batches: int, baseline_batches: int, device: str, 
         contiguous_rate = None
         if device == "cpu":
             with torch_threads(1):
-                contiguous = ContiguousBatches(data, sampler, mean, std, loader.cpu_workers)
+                same_batches = ClassBalancedBatchSampler(data.labels, 32, 4, seed=0)
+                contiguous = ContiguousBatches(data, same_batches, mean, std, loader.cpu_workers)
                 contiguous_rate = _images_per_second(contiguous, batches)[0]
         folder = Path(cub_root) / "CUB_200_2011"
         folder = folder if folder.is_dir() else Path(cub_root)
