@@ -63,6 +63,9 @@ def test_channels_last_path_equals_the_contiguous_path_and_any_out_layout():
     uint8 = resized_crop_batch(images, boxes, 40, flips)
     assert torch.equal(fast, contiguous_input) and torch.equal(fast, into)
     assert torch.equal(fast, apply_affine(uint8.contiguous(), *affine))  # bit-identical normalization
+    floats = resized_crop_batch(images.float(), boxes, 40, flips)  # the float path (GPU), channels-last input
+    assert torch.equal(floats, resized_crop_batch(images.float().contiguous(), boxes, 40, flips))
+    assert float((floats - uint8.float()).abs().max()) <= 1.0
     flipped_back = resized_crop_batch(images, boxes, 40, ~flips)
     assert torch.equal(uint8, flipped_back.flip(-1))  # the flip mirrors exactly, whichever view it uses
     with pytest.raises(ValueError, match="out must be"):
