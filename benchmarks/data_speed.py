@@ -189,7 +189,7 @@ def photo_rows(cub_root: str, batches: int, baseline_batches: int, device: str, 
         print(f"photos: {_load()}")
         cpu: list[float] = []
         rows = [("ours, photos: sampler -> random resized crop 224 + flip from the memory-mapped cache "
-                 f"-> normalize ({device}, {loader.cpu_workers} threads; channels-last float32)",
+                 f"-> normalize ({device}, {loader.cpu_workers} thread(s); channels-last float32)",
                  *_images_per_second(loader, batches, device, cpu))]
         contiguous_rate = None
         if device == "cpu":
