@@ -82,6 +82,7 @@ class DeviceBatchLoader:
 
     Large CPU batches (photos) are written into reused memory (``batch_buffers.BatchBuffers``): a batch
     the caller has dropped lends its memory to a later one; one still referenced anywhere is never touched.
+    Photo training batches on the CPU are stored channels last (see ``augment.resized_crop_batch``).
     """
 
     def __init__(
