@@ -10,15 +10,20 @@ Uses real CIFAR-10 (../shared/data or --root) when present, else synthetic uint8
 Photo row (``--cub DIR``, default ../shared/data/CUB_200_2011_subset; skipped when absent or ``--no-photos``):
 the real CUB JPEGs decoded once into the image cache (built fresh in a temporary folder, so its build rate
 is measured), then ours = sampler (32 x 4) -> random resized crop (scale 0.16-1, ratio 3/4-4/3) of each
-image straight from the memory map to 224 + flip, normalized per crop (DeviceBatchLoader on ``--device``);
-against torchvision's per-image pipeline (PIL decode + RandomResizedCrop(224) + RandomHorizontalFlip +
-ToTensor + Normalize, DataLoader batch 128, ``num_workers=2``) over the same files, in the same run.
+image straight from the memory map to 224 + flip, normalized per crop (DeviceBatchLoader on ``--device``,
+``--cpu-workers`` threads; float32 batches stored channels last; a line gives the rate with the same
+crops written as [C, H, W]-contiguous batches, the layout torchvision's loader gives); against torchvision's
+per-image pipeline (PIL decode + RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize,
+DataLoader batch 128, ``num_workers=2``) over the same files, in the same run. The load average is printed
+before and after, and the CPU time per image of both (threads and worker processes): under load the rates
+and CPU times of the per-image pipeline suffer more than ours, so only idle runs decide the goals.
 Run: .venv/bin/python benchmarks/data_speed.py [--root DIR] [--batches N] [--cub DIR] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -61,17 +66,53 @@ class PerImageDataset(Dataset):
         return (crop.float() / 255 - self.mean) / self.std, self.labels[index]
 
 
-def _images_per_second(iterable, max_batches: int, device: str = "cpu") -> tuple[float, int]:
-    iterator = iter(iterable)
-    next(iterator)  # warm-up (worker start-up, first allocation) is not counted
-    count, start = 0, time.perf_counter()
+def _endless(iterable):
+    while True:
+        empty = True
+        for item in iterable:
+            empty = False
+            yield item
+        if empty:
+            return
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its live child processes (DataLoader workers; read from /proc)."""
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():  # fields after the name: state, ppid, ..., utime (12), stime (13)
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def _images_per_second(iterable, max_batches: int, device: str = "cpu", cpu_time: list | None = None
+                       ) -> tuple[float, int]:
+    """(images/s, images timed) after two warm-up batches; ``cpu_time``: gets the CPU-seconds used meanwhile
+    by this process and its worker processes. A short epoch is started again (tiny test data)."""
+    iterator = _endless(iterable)
+    for _ in range(2):  # warm-up (worker start-up, first allocations: two buffers alternate) is not counted
+        next(iterator)
+    count, start, cpu_start = 0, time.perf_counter(), _cpu_seconds()
     for i, (images, _) in enumerate(iterator):
         count += images.shape[0]
         if i + 1 >= max_batches:
             break
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return count / (time.perf_counter() - start), count
+    elapsed = time.perf_counter() - start
+    if cpu_time is not None:
+        cpu_time.append(_cpu_seconds() - cpu_start)
+    iterator.close()  # DataLoader workers end here
+    return count / elapsed, count
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
 
 
 class PerImagePhotos(Dataset):
@@ -98,9 +139,35 @@ class PerImagePhotos(Dataset):
             return self.transform(image.convert("RGB")), self.labels[index]
 
 
-def photo_rows(cub_root: str, batches: int, baseline_batches: int, device: str) -> list[tuple]:
+class ContiguousBatches:
+    """Our crops, written into reused [C, H, W]-contiguous float32 batches instead of channels-last ones."""
+
+    def __init__(self, data, sampler, mean, std, workers: int, size: int = 224):
+        from clusterloss.data.augment import normalization_affine
+
+        self.data, self.sampler, self.workers, self.size = data, sampler, workers, size
+        self.affine = normalization_affine(mean, std, 3, torch.device("cpu"))
+        self.generator = torch.Generator().manual_seed(0)
+
+    def __iter__(self):
+        from clusterloss.data.augment import random_resized_crop
+
+        buffers: dict[tuple[int, int], torch.Tensor] = {}
+        for step, indices in enumerate(self.sampler):
+            index = torch.as_tensor(indices)
+            key = (len(index), step % 2)  # two buffers alternate: the caller drops each batch after use
+            if key not in buffers:
+                buffers[key] = torch.empty(len(index), 3, self.size, self.size)
+            out = buffers[key]
+            yield random_resized_crop(self.data.images, self.size, self.generator, workers=self.workers,
+                                      index=index, affine=self.affine, out=out), self.data.labels[index]
+
+
+def photo_rows(cub_root: str, batches: int, baseline_batches: int, device: str, cpu_workers: int | None
+               ) -> list[tuple]:
     """The 224-px rows on real CUB photos (see the module docstring)."""
     from clusterloss.data.image_cache import PhotoOptions
+    from clusterloss.utils.threads import torch_threads
 
     with tempfile.TemporaryDirectory(prefix="clusterloss-cache-") as cache_dir:
         start = time.perf_counter()
@@ -117,15 +184,35 @@ def photo_rows(cub_root: str, batches: int, baseline_batches: int, device: str) 
         mean, std = channel_stats(data.images, max_images=2000)
         sampler = ClassBalancedBatchSampler(data.labels, 32, 4, seed=0)
         loader = DeviceBatchLoader(data, sampler, device, mean, std, augmentation="random_resized_crop",
-                                   generator=torch.Generator(device=device).manual_seed(0))
+                                   generator=torch.Generator(device=device).manual_seed(0),
+                                   cpu_workers=cpu_workers)
+        print(f"photos: {_load()}")
+        cpu: list[float] = []
         rows = [("ours, photos: sampler -> random resized crop 224 + flip from the memory-mapped cache "
-                 f"-> normalize ({device})", *_images_per_second(loader, batches, device))]
+                 f"-> normalize ({device}, {loader.cpu_workers} thread(s); channels-last float32)",
+                 *_images_per_second(loader, batches, device, cpu))]
+        contiguous_rate = None
+        if device == "cpu":
+            with torch_threads(1):
+                same_batches = ClassBalancedBatchSampler(data.labels, 32, 4, seed=0)
+                contiguous = ContiguousBatches(data, same_batches, mean, std, loader.cpu_workers)
+                contiguous_rate = _images_per_second(contiguous, batches)[0]
         folder = Path(cub_root) / "CUB_200_2011"
         folder = folder if folder.is_dir() else Path(cub_root)
         per_image = PerImagePhotos([folder / p for p in data.paths], data.labels, mean.tolist(), std.tolist())
         baseline = DataLoader(per_image, batch_size=128, shuffle=True, num_workers=2, drop_last=True)
+        timed = _images_per_second(baseline, baseline_batches, cpu_time=cpu)
         rows.append(("torchvision per-image photos: PIL decode + RandomResizedCrop(224) + flip + normalize, "
-                     "DataLoader num_workers=2", *_images_per_second(baseline, baseline_batches)))
+                     "DataLoader num_workers=2", *timed))
+        print(f"photos: {_load()}")
+        ours_us, theirs_us = (seconds / row[2] * 1e6 for seconds, row in zip(cpu, rows, strict=True))
+        print(f"photos: CPU time per image (all threads and worker processes): ours {ours_us:,.0f} us, "
+              f"per-image pipeline {theirs_us:,.0f} us = {theirs_us / ours_us:.1f}x (both grow under load, "
+              f"the per-image pipeline's more)")
+        if contiguous_rate is not None:
+            print(f"photos: ours with the same crops written as [C, H, W]-contiguous float32 batches (the "
+                  f"layout torchvision's loader gives): {contiguous_rate:,.0f} images/s = "
+                  f"{contiguous_rate / rows[-1][1]:.1f}x the per-image pipeline")
         del loader, data
     return rows
 
@@ -142,6 +229,8 @@ def main() -> None:
     parser.add_argument("--photo-batches", type=int, default=30, help="batches timed for our photo loader")
     parser.add_argument("--photo-baseline-batches", type=int, default=8, help="batches of the per-image one")
     parser.add_argument("--device", default="cpu", help="where our photo batches are produced (cpu, cuda)")
+    parser.add_argument("--cpu-workers", type=int, default=None,
+                        help="threads of our photo loader on the CPU (default: the loader's, up to 2)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,7 +284,8 @@ def main() -> None:
     if args.no_photos or not Path(args.cub).is_dir():
         print(f"\nphoto rows skipped ({'--no-photos' if args.no_photos else f'no CUB folder at {args.cub}'})")
         return
-    rows = photo_rows(args.cub, args.photo_batches, args.photo_baseline_batches, args.device)
+    rows = photo_rows(args.cub, args.photo_batches, args.photo_baseline_batches, args.device,
+                      args.cpu_workers)
     ours = rows[0][1]
     print("\n| pipeline (224 px) | images/s | images timed | ours / this |\n|---|---:|---:|---:|")
     for name, rate, count in rows:

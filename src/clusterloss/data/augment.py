@@ -220,30 +220,56 @@ def sample_resized_crop_boxes(
     return torch.stack([top, left, h, w], dim=1)
 
 
+def channels_last_empty(batch: int, channels: int, size: int, dtype: torch.dtype,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """An uninitialized [batch, channels, size, size] tensor stored channels last (pixel by pixel)."""
+    return torch.empty((batch, size, size, channels), dtype=dtype, device=device).permute(0, 3, 1, 2)
+
+
+def _pixels(image: torch.Tensor) -> torch.Tensor | None:
+    """The [H, W, C] view of a [C, H, W] image when that view is contiguous (channels-last storage)."""
+    pixels = image.permute(1, 2, 0)
+    return pixels if pixels.is_contiguous() else None
+
+
 def resized_crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int,
                        flip: torch.Tensor | None = None, workers: int = 1, index: torch.Tensor | None = None,
-                       affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                       affine: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       out: torch.Tensor | None = None) -> torch.Tensor:
     """Each image's box (top, left, h, w) resized to ``size x size``, optionally mirrored left-right.
 
     ``torchvision.transforms.functional.resized_crop(img, top, left, h, w, [size, size], antialias=True)``
     per image: bilinear with antialiasing when shrinking (as torchvision on PIL images and v2 on tensors).
-    The crops differ in size, so this is one interpolation kernel call per image; uint8 CPU input takes
-    torch's vectorized uint8 path (channels-last), several times faster than float or ``grid_sample``.
-    Returns the input's dtype (uint8 results are rounded), [B, C, size, size]. ``workers``: CPU threads that
-    share the images (torch releases the GIL in its kernels); the result does not depend on it.
-    ``index``: crop rows ``images[index[i]]`` (e.g. of a memory-mapped dataset: only the boxes are read, no
-    gathered copy of the batch). ``affine``: (scale, shift) [1, C, 1, 1]: return float32
-    ``crop * scale + shift`` (the loader's normalization, fused per image while the crop is in cache).
+    The crops differ in size, so this is one interpolation kernel call per image. uint8 CPU input takes
+    torch's vectorized uint8 path, which works on channels-last pixels: a channels-last ``images`` (the
+    photo cache's layout) gives each crop as whole rows (a [N, C, H, W]-contiguous one is transposed per crop
+    first: slower, same values), and the result is then stored channels last too (see ``channels_last_empty``;
+    the same values as a contiguous tensor, and convolutions take it as it is), because transposing 224-px
+    images back to [C, H, W] would cost more than resizing them. Returns the input's dtype (uint8 results are
+    rounded), [B, C, size, size]. ``workers``: CPU threads that share the images (torch releases the GIL in
+    its kernels); the result does not depend on it. ``index``: crop rows ``images[index[i]]`` (e.g. of a
+    memory-mapped dataset: only the boxes are read, no gathered copy of the batch). ``affine``: (scale,
+    shift) [1, C, 1, 1]: return float32 ``crop * scale + shift`` (the loader's normalization, applied per
+    image while the crop is in cache; bit-identical to ``apply_affine`` on the uint8 batch). ``out``: a
+    [B, C, size, size] tensor of the result's dtype to write into, any strides (the loader reuses its batch
+    buffers: a fresh 77 MB batch costs page faults).
     """
     b, c = boxes.shape[0], images.shape[1]
     dtype = torch.float32 if affine is not None else images.dtype
-    out = torch.empty((b, c, size, size), dtype=dtype, device=images.device)
     fast_uint8 = images.dtype == torch.uint8 and images.device.type == "cpu"
+    if out is None:
+        out = (channels_last_empty(b, c, size, dtype) if fast_uint8 else
+               torch.empty((b, c, size, size), dtype=dtype, device=images.device))
+    elif out.shape != (b, c, size, size) or out.dtype != dtype or out.device != images.device:
+        raise ValueError(f"out must be {dtype} [{b}, {c}, {size}, {size}] on {images.device}, got "
+                         f"{out.dtype} {tuple(out.shape)} on {out.device}")
     flips = [False] * b if flip is None else flip.tolist()
     box_list = boxes.tolist()
     rows = list(range(b)) if index is None else index.tolist()
     if affine is not None:
-        scale, shift = affine[0][0], affine[1][0]
+        scale, shift = affine[0][0], affine[1][0]  # [C, 1, 1]
+        # the same per-channel values repeated along a row of pixels ([W * C]), for [H, W, C] images
+        row_scale, row_shift = (v.reshape(c).repeat(size).to(images.device) for v in (scale, shift))
 
     def crop_range(start: int, stop: int) -> None:
         for i in range(start, stop):
@@ -254,15 +280,22 @@ def resized_crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int,
             elif not crop.is_floating_point():
                 crop = crop.float()
             resized = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
-                                    antialias=True)
+                                    antialias=True)[0]
             if not fast_uint8 and not images.is_floating_point():
                 resized = resized.round_().clamp_(0, 255)
-            result = resized[0].flip(-1) if flips[i] else resized[0]
-            if affine is None:
-                out[i] = result
+            source = _pixels(resized)
+            if flips[i]:  # torch's flip is ~6x faster along W of the [H, W, C] view than of [C, H, W]
+                resized = resized.flip(-1) if source is None else source.flip(1).permute(2, 0, 1)
+                source = _pixels(resized)
+            target = _pixels(out[i])
+            if source is not None and target is not None:  # channels last in and out: rows of pixels
+                target.copy_(source)  # one pass, uint8 -> float32
+                if affine is not None:
+                    target.view(size, size * c).mul_(row_scale).add_(row_shift)
             else:
-                torch.mul(result, scale, out=out[i])
-                out[i].add_(shift)
+                out[i].copy_(resized)
+                if affine is not None:
+                    out[i].mul_(scale).add_(shift)
 
     if workers <= 1 or images.device.type != "cpu" or b < 2:
         crop_range(0, b)
@@ -283,13 +316,15 @@ def random_resized_crop(
     workers: int = 1,
     index: torch.Tensor | None = None,
     affine: tuple[torch.Tensor, torch.Tensor] | None = None,
+    out: torch.Tensor | None = None,
     **_options,
 ) -> torch.Tensor:
     """Random resized crop (torchvision's box rule, scale 0.16-1, ratio 3/4-4/3) to ``size`` + flip (p=1/2).
 
     The box parameters are drawn on ``generator``'s device (the global RNG when None), the resampling on
-    the images' device. Returns the input's dtype (uint8 stays uint8), [B, C, size, size]; ``index`` and
-    ``affine`` as in ``resized_crop_batch`` (crop rows of a larger tensor; fused normalization).
+    the images' device. Returns the input's dtype (uint8 stays uint8), [B, C, size, size]; ``index``,
+    ``affine`` and ``out`` as in ``resized_crop_batch`` (crop rows of a larger tensor; fused normalization;
+    a buffer to write into).
     """
     if images.dim() != 4:
         raise ValueError(f"random_resized_crop expects a batch [B, C, H, W], got shape {tuple(images.shape)}")
@@ -300,7 +335,7 @@ def random_resized_crop(
     boxes = sample_resized_crop_boxes(height, width, b, scale, ratio, generator)
     draw_device = generator.device if generator is not None else images.device
     flip = torch.rand(b, generator=generator, device=draw_device) < 0.5
-    return resized_crop_batch(images, boxes, size, flip, workers, index, affine)
+    return resized_crop_batch(images, boxes, size, flip, workers, index, affine, out)
 
 
 def _crop_flip(images: torch.Tensor, size: int, generator: torch.Generator | None = None,

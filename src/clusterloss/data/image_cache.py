@@ -1,13 +1,16 @@
 """Decode every photo once into a memory-mapped uint8 cache; build ``ImageDataset``s of photos from it.
 
-The cache of a dataset is one ``.npy`` file, images uint8 [N, 3, S, S] (S = ``cache_size``, each image
+The cache of a dataset is one ``.npy`` file, images uint8 [N, S, S, 3] (S = ``cache_size``, each image
 resized so its shorter side is S, then its centre square; see ``image_decode.decode_square``), plus a
 small ``.json`` beside it listing the files that failed to decode. Both names carry a key: a SHA-256 of
 the cache format version, S, the evaluation crop, and every source file's relative path, size and mtime.
 A changed, added or removed file therefore gives a new key and a rebuild (the old files are removed after the
 new ones are in place). Both are written under temporary names and renamed into place, the ``.npy`` last,
 so an interrupted build is never read. Loading memory-maps the file (copy-on-write): a 120k-image cache
-(23 GB at S = 256) never has to fit in RAM; the page cache holds what is used.
+(23 GB at S = 256) never has to fit in RAM; the page cache holds what is used. The pixels are stored
+channels last (each pixel's R, G, B side by side, as decoded) because that is what torch's vectorized
+uint8 resampling reads, so a training crop is copied out as whole rows; the dataset sees the file as the
+usual uint8 [N, 3, S, S] tensor (a permuted view with channels-last strides).
 
 Where: ``cache_dir`` if given, else ``<dataset folder>/.clusterloss_cache/``; when that folder cannot be
 written (read-only data), ``$CLUSTERLOSS_CACHE`` or ``~/.cache/clusterloss`` (a one-line note says so).
@@ -40,7 +43,7 @@ from clusterloss.data.image_decode import BadImageError, decode_square
 __all__ = ["PhotoOptions", "EVAL_CROP", "load_cache", "photo_dataset", "cache_folder"]
 
 EVAL_CROP = 224 / 256  # evaluation keeps the centre 87.5 % of the shorter side (Resize(256)+CenterCrop(224))
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: pixels stored channels last [N, S, S, 3]
 
 
 @dataclass(frozen=True)
@@ -148,11 +151,11 @@ def _build(files: list[Path], images_path: Path, meta_path: Path, size: int, inn
     start = time.perf_counter()
     try:
         out = np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.uint8,
-                                        shape=(len(files), 3, size, size))
+                                        shape=(len(files), size, size, 3))
 
         def work(i: int, out=out) -> None:
             try:
-                out[i] = decode_square(files[i], size, inner)
+                out[i] = decode_square(files[i], size, inner, channels_last=True)
             except BadImageError as error:
                 out[i] = 0
                 bad.append([i, error.reason])
@@ -178,7 +181,8 @@ def _build(files: list[Path], images_path: Path, meta_path: Path, size: int, inn
 
 def load_cache(source: Path, relative: Sequence[str], options: PhotoOptions, label: str
                ) -> tuple[torch.Tensor, np.ndarray]:
-    """(uint8 [M, 3, S, S] memory-mapped images, int64 [M] indices into ``relative`` that they hold).
+    """(uint8 [M, 3, S, S] memory-mapped images (a channels-last view of the [M, S, S, 3] file), int64 [M]
+    indices into ``relative`` that they hold).
 
     Builds the cache when missing or stale. Undecodable files end in ``BadImageError`` for the first of
     them, unless ``options.skip_bad_images`` (then they are left out and a warning gives their count).
@@ -209,8 +213,8 @@ def load_cache(source: Path, relative: Sequence[str], options: PhotoOptions, lab
                       f"(data.skip_bad_images=true), e.g. {source / relative[bad[0][0]]}: {bad[0][1]}",
                       stacklevel=2)
     images = np.load(images_path, mmap_mode="c")
-    if images.shape != (len(relative), 3, size, size):
-        expected = (len(relative), 3, size, size)
+    if images.shape != (len(relative), size, size, 3):
+        expected = (len(relative), size, size, 3)
         raise ValueError(f"{images_path} has shape {images.shape}, expected {expected}; "
                          "delete it to rebuild")
     keep = np.setdiff1d(np.arange(len(relative)), np.array([i for i, _ in bad], dtype=np.int64))
@@ -219,7 +223,7 @@ def load_cache(source: Path, relative: Sequence[str], options: PhotoOptions, lab
         if not good_path.is_file():
             _compact(images, keep, good_path)
         images = np.load(good_path, mmap_mode="c")
-    return torch.from_numpy(images), keep
+    return torch.from_numpy(images).permute(0, 3, 1, 2), keep
 
 
 def _compact(images: np.ndarray, keep: np.ndarray, target: Path, chunk: int = 256) -> None:

@@ -84,8 +84,10 @@ def center_square_offset(long: int, size: int, inner: int) -> int:
     return min(max(inner_offset - int(round((size - inner) / 2.0)), 0), long - size)
 
 
-def decode_square(path: str | Path, size: int, inner: int | None = None) -> np.ndarray:
-    """uint8 [3, size, size]: ``path`` resized (shorter side ``size``) and its centre square."""
+def decode_square(path: str | Path, size: int, inner: int | None = None, channels_last: bool = False
+                  ) -> np.ndarray:
+    """uint8 [3, size, size] (``channels_last``: [size, size, 3], as decoded): ``path`` resized (shorter
+    side ``size``) and its centre square."""
     if inner is None:
         inner = size
     image = open_rgb(path, min_side=size)
@@ -99,4 +101,4 @@ def decode_square(path: str | Path, size: int, inner: int | None = None) -> np.n
     left = center_square_offset(new_w, size, inner)
     top = center_square_offset(new_h, size, inner)
     array = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+    return array if channels_last else np.ascontiguousarray(array.transpose(2, 0, 1))

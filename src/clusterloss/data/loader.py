@@ -22,6 +22,7 @@ from clusterloss.data.augment import (
     random_resized_crop,
     resolve_augmentation,
 )
+from clusterloss.data.batch_buffers import BatchBuffers
 from clusterloss.data.dataset import ImageDataset
 from clusterloss.utils.threads import torch_threads
 
@@ -33,10 +34,10 @@ _DEVICE_CACHE_BYTES = 4 << 30
 _PARALLEL_NORMALIZE_VALUES = 64 * 64 * 3
 
 
-def _parallel_affine(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, workers: int
-                     ) -> torch.Tensor:
-    """``apply_affine`` with the batch split across ``workers`` threads (the same values)."""
-    out = torch.empty(images.shape, dtype=torch.float32)
+def _parallel_affine(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, workers: int,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+    """``apply_affine`` with the batch split across ``workers`` threads (the same values), into ``out``."""
+    out = torch.empty(images.shape, dtype=torch.float32) if out is None else out
     bounds = [len(images) * j // workers for j in range(workers + 1)]
 
     def part(lo: int, hi: int) -> None:
@@ -78,6 +79,10 @@ class DeviceBatchLoader:
         cpu_workers: Python threads that share a CPU batch's per-image resampling (random resized crop) and
             its normalization, each running torch with ``cpu_threads``; None = up to 2 (the CPUs there are).
             The batches do not depend on it (all random draws are made first, for the whole batch).
+
+    Large CPU batches (photos) are written into reused memory (``batch_buffers.BatchBuffers``): a batch
+    the caller has dropped lends its memory to a later one; one still referenced anywhere is never touched.
+    Photo training batches on the CPU are stored channels last (see ``augment.resized_crop_batch``).
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class DeviceBatchLoader:
             cache_on_device = self.device.type != "cpu" and images.numel() <= _DEVICE_CACHE_BYTES
         self._images = images.to(self.device) if cache_on_device else images
         self._labels = dataset.labels.to(self.device) if cache_on_device else dataset.labels
+        self._buffers = BatchBuffers()
 
     def __len__(self) -> int:
         return len(self.sampler)  # type: ignore[arg-type]
@@ -134,10 +140,16 @@ class DeviceBatchLoader:
         if self.augment and self._augment_fn is random_resized_crop and self._images.device == self.device:
             # Photos: crop straight from the (memory-mapped) dataset and normalize each crop while it is in
             # cache; the same values as gather -> crop -> normalize below, without two batch-sized passes.
-            workers = self.cpu_workers if self.device.type == "cpu" else 1
-            images = random_resized_crop(self._images, self.view_size, self.generator, workers=workers,
+            cpu = self.device.type == "cpu"
+            out = None
+            if cpu:
+                # channels last, as resized_crop_batch writes its uint8 path's crops
+                out = self._buffers.take((len(index), self.view_size, self.view_size,
+                                          self._images.shape[1])).permute(0, 3, 1, 2)
+            images = random_resized_crop(self._images, self.view_size, self.generator,
+                                         workers=self.cpu_workers if cpu else 1,
                                          index=index.to(self._images.device),
-                                         affine=(self._scale, self._shift))
+                                         affine=(self._scale, self._shift), out=out)
             return images, self._labels.index_select(0, index.to(self._labels.device))
         if self._images.device == self.device:
             index = index.to(self.device)
@@ -153,7 +165,8 @@ class DeviceBatchLoader:
         else:
             images = eval_view(images, self.view_size, self.eval_crop)
         if workers > 1 and images[0].numel() >= _PARALLEL_NORMALIZE_VALUES:
-            return _parallel_affine(images, self._scale, self._shift, workers), labels
+            out = self._buffers.take(tuple(images.shape))
+            return _parallel_affine(images, self._scale, self._shift, workers, out), labels
         return apply_affine(images, self._scale, self._shift), labels
 
 
