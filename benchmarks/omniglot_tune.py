@@ -21,12 +21,13 @@ import time
 import torch
 
 from clusterloss.data.augment import channel_stats, normalize
-from clusterloss.data.augment_affine import random_affine
+from clusterloss.data.augment_affine import random_affine, rotate90_classes
 from clusterloss.data.omniglot import load_omniglot, load_oneshot_runs
 from clusterloss.data.sampler import ClassBalancedBatchSampler
 from clusterloss.losses import build_loss
 from clusterloss.metrics.fewshot import episode_accuracy, oneshot_accuracy
 from clusterloss.models.conv4 import conv4
+from clusterloss.models.head import PooledFeatures
 
 
 def parse() -> argparse.Namespace:
@@ -47,16 +48,39 @@ def parse() -> argparse.Namespace:
     p.add_argument("--cosine", action="store_true")
     p.add_argument("--pam", type=int, default=5)
     p.add_argument("--fast", type=int, default=1)
+    p.add_argument("--width", type=int, default=64, help="Conv-4 channels per block")
+    p.add_argument("--rot90", action="store_true", help="rotations by 90/180/270 degrees as new classes")
+    p.add_argument("--energy", default="sum", help="facility location energy_scale: sum (paper) or mean")
+    p.add_argument("--val", default="Korean",
+                   help="validation alphabet (one of the four training alphabets), or 'all': one trial per "
+                        "alphabet (leave one alphabet out) and their mean")
     p.add_argument("--final", action="store_true")
     return p.parse_args()
 
 
 def main() -> None:
     a = parse()
-    torch.manual_seed(a.seed)
     data = load_omniglot("train")
     names = data.coarse_class_names
-    heldout, val = names.index("Latin"), names.index("Korean")
+    folds = [n for n in names if n != "Latin"] if a.val == "all" and not a.final else [a.val]
+    results = []
+    for fold in folds:
+        results.append(trial(a, data, fold))
+        print(json.dumps(results[-1]), flush=True)
+    if len(results) > 1:
+        keys = ("ep5", "ep20", "bb5", "bb20", "train_s")
+        mean = {k: round(sum(r[k] for r in results) / len(results), 4) for k in keys}
+        print(json.dumps(dict(vars(a), **mean, folds=len(results))), flush=True)
+
+
+def trial(a: argparse.Namespace, data, fold: str) -> dict:
+    """Train on the background-small-1 alphabets minus Latin minus ``fold``, score episodes on ``fold``."""
+    torch.manual_seed(a.seed)
+    names = data.coarse_class_names
+    if fold not in names or fold == "Latin":
+        choices = [n for n in names if n != "Latin"]
+        raise SystemExit(f"error: --val must be one of {choices} or 'all', got {fold}")
+    heldout, val = names.index("Latin"), names.index(fold)
     if a.final:
         train_mask, eval_mask = data.coarse_labels != heldout, data.coarse_labels == heldout
     else:
@@ -68,13 +92,19 @@ def main() -> None:
     classes = torch.unique(train.labels)
     label_map = torch.full((int(classes.max()) + 1,), -1)
     label_map[classes] = torch.arange(len(classes))
-    model = conv4(embedding_dim=a.dim, in_channels=1)
-    options = {"margin_multiplier": a.gamma, "pam_iterations": a.pam} if a.loss == "facility_location" else {}
-    loss_fn = build_loss(a.loss, a.dim, len(classes), **options)
+    train_images, train_labels = train.images, label_map[train.labels]
+    num_classes = len(classes)
+    if a.rot90:
+        train_images, train_labels = rotate90_classes(train_images, train_labels, num_classes)
+        num_classes *= 4
+    model = conv4(embedding_dim=a.dim, in_channels=1, width=a.width)
+    options = ({"margin_multiplier": a.gamma, "pam_iterations": a.pam, "energy_scale": a.energy}
+               if a.loss == "facility_location" else {})
+    loss_fn = build_loss(a.loss, a.dim, num_classes, **options)
     optimizer = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=a.lr,
                                  weight_decay=a.wd)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, a.steps) if a.cosine else None
-    sampler = ClassBalancedBatchSampler(train.labels, a.P, a.K, seed=a.seed)
+    sampler = ClassBalancedBatchSampler(train_labels, a.P, a.K, seed=a.seed)
     generator = torch.Generator()
     generator.manual_seed(a.seed)
     step, epoch, start = 0, 0, time.perf_counter()
@@ -86,14 +116,14 @@ def main() -> None:
         epoch += 1
         for batch in sampler:
             index = torch.as_tensor(batch)
-            x = random_affine(train.images[index], generator, max_shift=a.shift, max_rotation=a.rot,
+            x = random_affine(train_images[index], generator, max_shift=a.shift, max_rotation=a.rot,
                               scale=(a.smin, a.smax))
             x = normalize(x, mean, std)
             if a.fast:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(a.fast)):
                 embeddings = model(x)
-            loss = loss_fn(embeddings.float(), label_map[train.labels[index]])
+            loss = loss_fn(embeddings.float(), train_labels[index])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -105,22 +135,26 @@ def main() -> None:
     seconds = time.perf_counter() - start
     model.eval()
 
-    @torch.no_grad()
-    def embed(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([model(normalize(images[i:i + 512], mean, std)) for i in range(0, len(images), 512)])
+    pooled = PooledFeatures(model)
 
-    e = embed(evaluation.images)
-    result = dict(vars(a), train_s=round(seconds, 1), steps_s=round(a.steps / seconds, 2))
-    for ways in (5, 20):
-        accuracy = episode_accuracy(e, evaluation.labels, ways, 1, 5, 1000, seed=0)["nn"][0]
-        result[f"ep{ways}"] = round(accuracy, 4)
+    @torch.no_grad()
+    def embed(images: torch.Tensor, net: torch.nn.Module = model) -> torch.Tensor:
+        return torch.cat([net(normalize(images[i:i + 512], mean, std)) for i in range(0, len(images), 512)])
+
+    result = dict(vars(a), val=fold, train_s=round(seconds, 1), steps_s=round(a.steps / seconds, 2))
+    # "ep": the embedding; "bb": the backbone's pooled features before the head's Linear layer (L2-normalized)
+    for tag, net in (("ep", model), ("bb", pooled)):
+        e = embed(evaluation.images, net)
+        for ways in (5, 20):
+            accuracy = episode_accuracy(e, evaluation.labels, ways, 1, 5, 1000, seed=0)["nn"][0]
+            result[f"{tag}{ways}"] = round(accuracy, 4)
     if a.final:
         runs = load_oneshot_runs()
         shape = (20, 20, -1)
         scored = oneshot_accuracy(embed(runs.train.flatten(0, 1)).reshape(shape),
                                   embed(runs.test.flatten(0, 1)).reshape(shape), runs.answers)
         result["oneshot"] = scored["oneshot"]
-    print(json.dumps(result), flush=True)
+    return result
 
 
 if __name__ == "__main__":

@@ -78,3 +78,20 @@ def test_train_speed_one_model_one_variant():
     # a batch of 128 per step, and the five phases (data, forward, loss, backward, optimizer) make the step
     assert 128_000 / (step_ms + 0.5) - 0.5 <= img_s <= 128_000 / max(step_ms - 0.5, 1e-9) + 0.5
     assert len(shares) == 5 and all(v >= 0 for v in shares) and abs(sum(shares) - 100) <= 0.3
+
+
+@pytest.mark.slow
+def test_omniglot_tune_leaves_each_training_alphabet_out_and_averages():
+    import json
+
+    out = _run("omniglot_tune.py", "--val", "all", "--steps", "2", "--rot90", "--P", "8", "--fast", "0")
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    folds, mean = records[:-1], records[-1]
+    assert [r["val"] for r in folds] == ["Balinese", "Early_Aramaic", "Greek", "Korean"]  # never Latin
+    assert mean["folds"] == 4 and mean["rot90"] is True
+    for key in ("ep5", "ep20", "bb5", "bb20"):
+        assert all(0 <= r[key] <= 1 for r in folds)
+        assert mean[key] == pytest.approx(sum(r[key] for r in folds) / 4, abs=1e-4)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "omniglot_tune.py"), "--val", "Latin"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0 and "error: --val must be one of" in done.stderr  # the held-out alphabet
