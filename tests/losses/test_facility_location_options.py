@@ -49,17 +49,17 @@ def test_mean_energies_hand_worked():
     x = torch.tensor([[0.0], [1.0], [10.0], [11.0]], dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 0, 1, 1])
     mean = build_loss("facility_location", margin_multiplier=1.0, energy_scale="mean")
-    assert float(mean(x, y)) == 0.0
+    assert mean(x, y).item() == 0.0
     assert mean.last_stats == {"margin": 0.0, "energy_gap": 0.0}
     # One class split wrongly by the labels: y = [0, 1, 0, 1] puts 0 and 10 together. F~ = -(10 + 10) = -20;
     # the medoids of the nearest-point clustering give F(S*) = -2 and score 0 (NMI of [0,0,1,1] vs
     # [0,1,0,1] is 0), so the hinge's argument is (-2 + 20) / 4 + gamma * 1 = 4.5 + gamma.
     y = torch.tensor([0, 1, 0, 1])
     value = mean(x, y)
-    assert float(value) == pytest.approx(4.5 + 1.0)
+    assert value.item() == pytest.approx(4.5 + 1.0)
     assert mean.last_stats == pytest.approx({"margin": 1.0, "energy_gap": 4.5})
     total = build_loss("facility_location", margin_multiplier=1.0)(x, y)
-    assert float(total) == pytest.approx(18.0 + 1.0)  # the paper's sum: B times the energies, same margin
+    assert total.item() == pytest.approx(18.0 + 1.0)  # the paper's sum: B times the energies, same margin
     value.backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
