@@ -4,8 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from photo_releases import write_cub
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -34,23 +35,7 @@ def test_data_speed_on_synthetic_data(tmp_path):
 
 @pytest.mark.slow
 def test_data_speed_photo_rows_on_a_tiny_cub(tmp_path):
-    from PIL import Image
-
-    folder = tmp_path / "CUB_200_2011"
-    lines = {"classes.txt": [], "images.txt": [], "image_class_labels.txt": [], "train_test_split.txt": []}
-    rng = np.random.default_rng(0)
-    for c in range(1, 65):
-        lines["classes.txt"].append(f"{c} {c:03d}.S{c}")
-        for i in range(4):
-            n = len(lines["images.txt"]) + 1
-            (folder / "images" / f"{c:03d}.S{c}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(
-                folder / "images" / f"{c:03d}.S{c}" / f"{i}.jpg")
-            lines["images.txt"].append(f"{n} {c:03d}.S{c}/{i}.jpg")
-            lines["image_class_labels.txt"].append(f"{n} {c}")
-            lines["train_test_split.txt"].append(f"{n} {i % 2}")
-    for name, text in lines.items():
-        (folder / name).write_text("\n".join(text) + "\n")
+    write_cub(tmp_path, class_ids=range(1, 65), per_class=4, size=(80, 60))  # 256 photos
     out = _run("data_speed.py", "--root", str(tmp_path / "no_cifar_here"), "--batches", "2",
                "--baseline-batches", "1", "--threads", "1", "--cub", str(tmp_path), "--photo-batches", "2",
                "--photo-baseline-batches", "1")

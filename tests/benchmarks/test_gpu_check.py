@@ -7,32 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from photo_releases import write_cub
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-
-
-def _tiny_cub(root: Path) -> Path:
-    from PIL import Image
-
-    folder = root / "CUB_200_2011"
-    lines = {"classes.txt": [], "images.txt": [], "image_class_labels.txt": [], "train_test_split.txt": []}
-    rng = np.random.default_rng(0)
-    for c in [*range(1, 65), 101, 102, 103]:  # 64 training species (batches of 32 x 4), 3 evaluated
-        lines["classes.txt"].append(f"{c} {c:03d}.S{c}")
-        for i in range(4):
-            n = len(lines["images.txt"]) + 1
-            (folder / "images" / f"{c:03d}.S{c}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(
-                folder / "images" / f"{c:03d}.S{c}" / f"{i}.jpg")
-            lines["images.txt"].append(f"{n} {c:03d}.S{c}/{i}.jpg")
-            lines["image_class_labels.txt"].append(f"{n} {c}")
-            lines["train_test_split.txt"].append(f"{n} {i % 2}")
-    for name, text in lines.items():
-        (folder / name).write_text("\n".join(text) + "\n")
-    return root
 
 
 def test_gpu_check_script_parses():
@@ -51,7 +31,8 @@ def test_gpu_check_refuses_a_missing_cub_folder(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_dry_run_on_cpu(tmp_path):
-    cub = _tiny_cub(tmp_path / "cub")
+    cub = tmp_path / "cub"  # 64 training species (batches of 32 x 4), 3 evaluated
+    write_cub(cub, class_ids=[*range(1, 65), 101, 102, 103], per_class=4, size=(64, 48))
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_TINY": "1", "OMP_NUM_THREADS": "1",
            "CACHE_DIR": str(tmp_path / "cache")}
     done = subprocess.run([str(SCRIPT), str(cub)], capture_output=True, text=True, check=False, env=env,

@@ -20,6 +20,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from photo_releases import write_cub, write_photo  # tests/photo_releases.py: shared with tests/benchmarks
+
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy < 2
@@ -149,30 +151,6 @@ def write_imagenet(root: Path, side: int = 8, per_batch: int = 7, npz: bool = Fa
     return written
 
 
-def write_photo(
-    path: Path, seed: int, size=(40, 30), mode: str = "RGB", fmt: str | None = None
-) -> np.ndarray:
-    """A PIL-generated image file (smooth colour gradients + noise); returns its RGB pixels as PIL decodes
-    them back (what a reader must produce before resizing)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    width, height = size
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([(xx * (3 + seed % 5)) % 256, (yy * (2 + seed % 7)) % 256,
-                     ((xx + yy) * (1 + seed % 3)) % 256], axis=-1)
-    pixels = np.clip(base + rng.integers(-20, 21, size=base.shape), 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
-    if mode == "P":
-        image = image.quantize(colors=16)
-    elif mode != "RGB":
-        image = image.convert(mode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format=fmt)
-    with Image.open(path) as reread:
-        return np.asarray(reread.convert("RGB"))
-
-
 def write_image_folder(root: Path, counts: dict[str, int], size=(40, 30), suffix: str = ".png") -> dict:
     """root/<class>/<i><suffix> for each class; returns {relative path: RGB pixels}."""
     written = {}
@@ -183,34 +161,6 @@ def write_image_folder(root: Path, counts: dict[str, int], size=(40, 30), suffix
             written[relative] = write_photo(root / relative, seed, size)
             seed += 1
     return written
-
-
-def write_cub(root: Path, class_ids=(1, 2, 100, 101, 150, 200), per_class: int = 3, size=(40, 30)) -> dict:
-    """root/CUB_200_2011/ in the official text formats (the listed official class ids only, like the shared
-    subset), JPEG images under images/<NNN.Name>/; every class has one test image, the rest train."""
-    folder = root / "CUB_200_2011"
-    folder.mkdir(parents=True, exist_ok=True)
-    classes, images, labels, split = [], [], [], []
-    image_id = 0
-    info = {"paths": [], "official": [], "is_train": []}
-    for class_id in class_ids:
-        name = f"{class_id:03d}.Species_{class_id}"
-        classes.append(f"{class_id} {name}")
-        for i in range(per_class):
-            image_id += 1
-            relative = f"{name}/{name.split('.')[1]}_{i:04d}_{image_id}.jpg"
-            write_photo(folder / "images" / relative, image_id, size, fmt="JPEG")
-            images.append(f"{image_id} {relative}")
-            labels.append(f"{image_id} {class_id}")
-            is_train = int(i < per_class - 1)
-            split.append(f"{image_id} {is_train}")
-            info["paths"].append(relative)
-            info["official"].append(class_id)
-            info["is_train"].append(bool(is_train))
-    for filename, lines in (("classes.txt", classes), ("images.txt", images),
-                            ("image_class_labels.txt", labels), ("train_test_split.txt", split)):
-        (folder / filename).write_text("\n".join(lines) + "\n")
-    return info
 
 
 CARS_FIELDS = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
