@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -60,7 +61,12 @@ class ModelConfig:
 class LossConfig:
     name: str = "facility_location"
     # facility_location only (Song et al. 2017, eq. 6): margin = margin_multiplier * (1 - NMI) etc.
-    margin_multiplier: float = 1.0
+    margin_multiplier: float = 1.0     # gamma at step 0 (constant unless margin_decay_rate < 1)
+    # gamma_t = margin_multiplier * margin_decay_rate ** (t / (margin_decay_epochs * steps per epoch)) at
+    # iteration t (schedule.margin_multiplier_at); staircase: the exponent rounded down (whole periods)
+    margin_decay_rate: float = 1.0     # in (0, 1]; 1 = constant gamma (the default)
+    margin_decay_epochs: float = 1.0   # the decay period in (fractional) epochs, > 0
+    margin_decay_staircase: bool = False
     margin_type: str = "nmi"
     pam_iterations: int = 5            # 0 = greedy inference only, no PAM refinement
     param_lr_multiplier: float = 1.0   # lr multiplier for the loss's own parameters (proxy_anchor proxies)
@@ -167,6 +173,16 @@ class Config:
             raise ValueError(f"train.head_lr_multiplier must be > 0, got {t.head_lr_multiplier}")
         if any(not 0 < m < 1 for m in t.milestones):
             raise ValueError(f"train.milestones are fractions of the run in (0, 1), got {t.milestones}")
+        lo = self.loss
+        if not 0 < lo.margin_decay_rate <= 1:
+            raise ValueError(f"loss.margin_decay_rate must be in (0, 1] (1 = constant gamma), got "
+                             f"{lo.margin_decay_rate}")
+        if not (lo.margin_decay_epochs > 0 and math.isfinite(lo.margin_decay_epochs)):
+            raise ValueError(f"loss.margin_decay_epochs (the decay period) must be > 0, got "
+                             f"{lo.margin_decay_epochs}")
+        if lo.margin_decay_rate != 1 and lo.name != "facility_location":
+            raise ValueError(f"loss.margin_decay_rate decays facility_location's margin multiplier; loss "
+                             f"{lo.name!r} has none (drop it or use loss.name=facility_location)")
         ev = self.eval
         if not ev.ks or any(not isinstance(k, int) or k < 1 for k in ev.ks):
             raise ValueError(f"eval.ks must be a non-empty list of integers >= 1, got {ev.ks}")

@@ -1,5 +1,5 @@
-"""Optimizers (SGD with Nesterov momentum, Adam, AdamW, RMSprop; a separate head lr) and the learning-rate
-schedules, stepped once per iteration.
+"""Optimizers (SGD with Nesterov momentum, Adam, AdamW, RMSprop; a separate head lr), the learning-rate
+schedules, stepped once per iteration, and the facility-location margin multiplier's decay.
 
 The schedule is a pure function of the global step (``lr_factor``), so resuming restores it exactly from the
 step count alone. Milestones are fractions of the run: ``[0.5, 0.75]`` of 100 epochs divides the lr by 10 at
@@ -34,6 +34,25 @@ def lr_factor(step: int, total_steps: int, schedule: str = "step", milestones: S
         progress = min((step - warmup_steps) / span, 1.0)
         return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {schedule!r}; use 'step', 'cosine' or 'constant'")
+
+
+def margin_multiplier_at(step: int, initial: float, rate: float = 1.0, period_steps: float = 1.0,
+                         staircase: bool = False) -> float:
+    """The facility-location margin multiplier gamma used at iteration ``step`` (0-based).
+
+    ``initial * rate ** (step / period_steps)``, TensorFlow's ``tf.train.exponential_decay`` rule (Song et
+    al. 2017 decay gamma exponentially, rate 0.94); ``staircase``: ``rate ** floor(step / period_steps)``,
+    gamma constant within each period. ``rate`` 1 keeps gamma constant. A pure function of the global step,
+    so a resumed run uses exactly the gamma an uninterrupted one would.
+    """
+    if not 0 < rate <= 1:
+        raise ValueError(f"the margin decay rate must be in (0, 1], got {rate}")
+    if not (period_steps > 0 and math.isfinite(period_steps)):
+        raise ValueError(f"the margin decay period must be > 0 steps, got {period_steps}")
+    if rate == 1:
+        return float(initial)
+    exponent = step / period_steps
+    return float(initial) * rate ** (math.floor(exponent) if staircase else exponent)
 
 
 class IterationSchedule:

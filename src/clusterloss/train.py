@@ -36,7 +36,7 @@ from .checkpoint import (
 )
 from .config import Config, save_config
 from .run_lock import run_lock
-from .schedule import IterationSchedule, build_optimizer
+from .schedule import IterationSchedule, build_optimizer, margin_multiplier_at
 from .utils.devices import resolve_device
 from .utils.files import atomic_write_text
 
@@ -119,6 +119,14 @@ class Trainer:
                             "margin_type": config.loss.margin_type,
                             "pam_iterations": config.loss.pam_iterations, **loss_options}
         self.loss_fn = build_loss(config.loss.name, m.embedding_dim, len(classes), **loss_options).to(device)
+        # gamma_t of loss.margin_decay_*, recomputed from the global step before every step (resume-exact)
+        self.margin_decay: dict[str, Any] | None = None
+        self.margin_multiplier = config.loss.margin_multiplier
+        if config.loss.name == "facility_location":
+            lo = config.loss
+            self.margin_decay = {"initial": lo.margin_multiplier, "rate": lo.margin_decay_rate,
+                                 "period_steps": lo.margin_decay_epochs * self.steps_per_epoch,
+                                 "staircase": lo.margin_decay_staircase}
         self.net: nn.Module = self.model
         if t.sync_bn and device.type != "cuda":
             raise ValueError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on "
@@ -214,6 +222,9 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        if self.margin_decay is not None:  # this step's gamma (self.step = its 0-based index)
+            self.margin_multiplier = margin_multiplier_at(self.step, **self.margin_decay)
+            self.loss_fn.set_margin_multiplier(self.margin_multiplier)
         images = images.contiguous(memory_format=self.memory_format)
         with self._autocast():
             embeddings = self.net(images)
@@ -359,6 +370,8 @@ class Trainer:
                 window = margins[-t.log_every_steps:]
                 for key in ("margin", "margin_share") if window else ():
                     values[key] = sum(m[key] for m in window) / len(window)
+                if self.margin_decay is not None:  # gamma of the window's last step, as lr
+                    values["margin_multiplier"] = self.margin_multiplier
                 self.log("train", values)
             if t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0:
                 self.save()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from torch import nn
 
 from .. import distributed
-from .facility_location import FacilityLocationLoss, facility_location_details
+from .facility_location import FacilityLocationLoss, check_options, facility_location_details
 
 ENERGY_SCALES = ("sum", "mean")
 
@@ -26,7 +26,8 @@ class GlobalBatchFacilityLocation(nn.Module):
     gamma, stays commensurate with them at any batch size B: L = max(0, (F(S*) - F~(y)) / B + gamma *
     (1 - score)) with S* maximizing F / B + gamma * (1 - score), i.e. exactly the paper's loss at gamma * B,
     divided by B. After each forward ``last_stats`` holds the batch's ``margin`` and ``energy_gap``
-    (F(S*) - F~(y)), both on the loss's scale, for the trainer's log.
+    (F(S*) - F~(y)), both on the loss's scale, for the trainer's log. ``set_margin_multiplier`` changes
+    gamma between steps (the trainer's ``loss.margin_decay_rate`` schedule).
     """
 
     def __init__(self, margin_multiplier: float = 1.0, margin_type: str = "nmi",
@@ -39,6 +40,10 @@ class GlobalBatchFacilityLocation(nn.Module):
                                          pam_iterations=pam_iterations)
         self.energy_scale = energy_scale
         self.last_stats: dict[str, float] | None = None
+
+    def set_margin_multiplier(self, gamma: float) -> None:
+        """Use ``gamma`` (finite, >= 0) from the next forward on."""
+        self.loss.margin_multiplier = check_options(gamma, self.loss.margin_type, self.loss.pam_iterations)[0]
 
     def forward(self, embeddings, labels):
         x = distributed.all_gather_with_grad(embeddings)
