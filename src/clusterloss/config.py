@@ -40,6 +40,8 @@ class DataConfig:
     eval_groups: list | None = None    # Omniglot: alphabets of the background set held out for evaluation
     rotation_classes: bool = False     # Omniglot: characters rotated by 90/180/270 degrees as new classes
     cache_size: int | None = None      # photos: side of the cached square; None = round(image_size / 0.875)
+    eval_crop_size: int | None = None  # photos: centre window of the cached square evaluated (resized to
+                                       # image_size if it differs); None = round(0.875 * cache side)
     train_fraction: float = 0.8        # imagefolder, closed: share of each class's images used for training
     split_file: str | None = None      # imagefolder, closed: "<relative path> <train|test>" lines (README)
 

@@ -35,6 +35,7 @@ __all__ = [
     "resolve_augmentation",
     "resized_crop_batch",
     "sample_resized_crop_boxes",
+    "window_crop_flip",
 ]
 
 
@@ -66,7 +67,7 @@ def random_crop_flip(
         raise ValueError(f"random_crop_flip expects a batch [B, C, H, W], got shape {tuple(images.shape)}")
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
-    b, c, h, w = images.shape
+    b, _, h, w = images.shape
     device = images.device
     if b == 0:
         return images.clone()
@@ -75,14 +76,51 @@ def random_crop_flip(
     flip = _random_ints(2, b, device, generator).bool()
 
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
-    padded_w = w + 2 * padding
-    rows = offset_y[:, None] + torch.arange(h, device=device)  # [B, H]
+    return _gather_windows(padded, offset_y, offset_x, flip, h, w)
+
+
+def _gather_windows(images: torch.Tensor, offset_y: torch.Tensor, offset_x: torch.Tensor, flip: torch.Tensor,
+                    h: int, w: int) -> torch.Tensor:
+    """``out[b] = flip_b(images[b, :, y_b:y_b+h, x_b:x_b+w])``: [B, C, H', W'] -> [B, C, h, w], same dtype."""
+    b, c, _, width = images.shape
+    device = images.device
+    rows = offset_y[:, None] + torch.arange(h, device=device)  # [B, h]
     cols_forward = torch.arange(w, device=device)
-    cols = offset_x[:, None] + torch.where(flip[:, None], cols_forward.flip(0), cols_forward)  # [B, W]
-    # One flat gather per batch: index into the padded plane, shared across channels.
-    flat_index = (rows[:, :, None] * padded_w + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
-    out = torch.gather(padded.reshape(b, c, -1), 2, flat_index)
+    cols = offset_x[:, None] + torch.where(flip[:, None], cols_forward.flip(0), cols_forward)  # [B, w]
+    # One flat gather per batch: index into the image plane, shared across channels.
+    flat_index = (rows[:, :, None] * width + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
+    out = torch.gather(images.reshape(b, c, -1), 2, flat_index)
     return out.reshape(b, c, h, w)
+
+
+def window_crop_flip(images: torch.Tensor, size: int, generator: torch.Generator | None = None,
+                     **_options) -> torch.Tensor:
+    """A random ``size x size`` window of each image, pixels copied as they are (no padding, no scale or
+    aspect jitter, no resampling), mirrored left-right with probability 1/2: Caffe's ``crop_size`` +
+    ``mirror`` and torchvision's ``RandomCrop(size)`` + ``RandomHorizontalFlip()``.
+
+    Args:
+        images: [B, C, H, W] (uint8 or any dtype) on any device, H and W >= ``size``.
+        size: the window's side; offsets are uniform in [0, H - size] and [0, W - size], per image.
+        generator: optional ``torch.Generator`` (CPU or the images' device); the global RNG when None.
+
+    Returns:
+        Same dtype and device, [B, C, size, size]:
+        ``out[b] = flip_b(images[b, :, y_b:y_b+size, x_b:x_b+size])``.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"window_crop_flip expects a batch [B, C, H, W], got shape {tuple(images.shape)}")
+    b, _, h, w = images.shape
+    if size > min(h, w):
+        raise ValueError(f"window_crop_flip: a {size} px window does not fit in {h} x {w} images; store "
+                         f"larger ones (data.cache_size >= data.image_size) or crop less")
+    if b == 0:
+        return images.new_empty((0, images.shape[1], size, size))
+    device = images.device
+    offset_y = _random_ints(h - size + 1, b, device, generator)
+    offset_x = _random_ints(w - size + 1, b, device, generator)
+    flip = _random_ints(2, b, device, generator).bool()
+    return _gather_windows(images, offset_y, offset_x, flip, size, size)
 
 
 def _as_channel_tensor(
@@ -352,6 +390,7 @@ def _no_augmentation(images: torch.Tensor, size: int, generator: torch.Generator
 
 AUGMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "crop_flip": _crop_flip,
+    "window_crop_flip": window_crop_flip,  # the 2016-17 Caffe/TF recipe: 227 of 256, no resampling
     "random_resized_crop": random_resized_crop,
     "none": _no_augmentation,
     "affine": affine_augmentation,  # Omniglot: shifts, rotations, scale (augment_affine.py)

@@ -51,14 +51,16 @@ class PhotoOptions:
     """Settings of photo datasets (the ``data.*`` keys of the same names).
 
     image_size: network input side (training crops and the evaluation view). cache_size: side of the cached
-    square (None = ``round(image_size / 0.875)``, 256 for 224). cache_dir: where caches go (None = beside
-    the data). skip_bad_images: leave undecodable files out (counted) instead of stopping with an error.
-    train_fraction / split_file: imagefolder's ``closed`` split (see ``imagefolder.py``). workers: decoding
-    threads (None = the number of CPUs).
+    square (None = ``round(image_size / 0.875)``, 256 for 224). eval_crop_size: side of the centre window
+    evaluated (None = ``round(0.875 * cache side)``, 224 for 256; e.g. 227 of 256 for the 227-crop recipe).
+    cache_dir: where caches go (None = beside the data). skip_bad_images: leave undecodable files out
+    (counted) instead of stopping with an error. train_fraction / split_file: imagefolder's ``closed`` split
+    (see ``imagefolder.py``). workers: decoding threads (None = the number of CPUs).
     """
 
     image_size: int = 224
     cache_size: int | None = None
+    eval_crop_size: int | None = None
     cache_dir: str | None = None
     skip_bad_images: bool = False
     train_fraction: float = 0.8
@@ -71,12 +73,25 @@ class PhotoOptions:
         if self.cache_size is not None and self.cache_size < self.image_size:
             raise ValueError(f"data.cache_size ({self.cache_size}) must be >= data.image_size "
                              f"({self.image_size})")
+        if self.eval_crop_size is not None and not 1 <= self.eval_crop_size <= self.stored_size:
+            raise ValueError(f"data.eval_crop_size must be in [1, {self.stored_size}] (the cached square's "
+                             f"side, data.cache_size), got {self.eval_crop_size}")
         if not 0 < self.train_fraction < 1:
             raise ValueError(f"data.train_fraction must be in (0, 1), got {self.train_fraction}")
 
     @property
     def stored_size(self) -> int:
         return self.cache_size if self.cache_size is not None else int(round(self.image_size / EVAL_CROP))
+
+    @property
+    def eval_crop(self) -> float:
+        """The evaluated centre window as a fraction of the cached side (``ImageDataset.eval_crop``)."""
+        return EVAL_CROP if self.eval_crop_size is None else self.eval_crop_size / self.stored_size
+
+    @property
+    def eval_inner(self) -> int:
+        """Side of that window in pixels (the decoder aligns it with torchvision's ``CenterCrop``)."""
+        return int(round(self.stored_size * self.eval_crop))
 
     @classmethod
     def from_config(cls, data) -> PhotoOptions:
@@ -85,6 +100,7 @@ class PhotoOptions:
         return cls(
             image_size=224 if image_size is None else int(image_size),
             cache_size=getattr(data, "cache_size", None),
+            eval_crop_size=getattr(data, "eval_crop_size", None),
             cache_dir=getattr(data, "cache_dir", None),
             skip_bad_images=bool(getattr(data, "skip_bad_images", False)),
             train_fraction=float(getattr(data, "train_fraction", 0.8)),
@@ -188,7 +204,7 @@ def load_cache(source: Path, relative: Sequence[str], options: PhotoOptions, lab
     them, unless ``options.skip_bad_images`` (then they are left out and a warning gives their count).
     """
     size = options.stored_size
-    inner = int(round(size * EVAL_CROP))
+    inner = options.eval_inner
     folder = cache_folder(source, options)
     key = _key(source, relative, size, inner)
     prefix = f"{label}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]}-{size}px-"
@@ -279,7 +295,7 @@ def photo_dataset(
         name=name,
         split=split,
         view_size=options.image_size,
-        eval_crop=EVAL_CROP,
+        eval_crop=options.eval_crop,
         default_augmentation="random_resized_crop",
         paths=[relative[i] for i in kept],
         **per_image,
