@@ -95,7 +95,8 @@ def current_rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def worker(tool: str, n: int, seeds: int, iterations: int = 20, knn_backend: str = "auto") -> dict:
+def worker(tool: str, n: int, seeds: int, iterations: int = 20, knn_backend: str = "auto",
+           repeat: int = 1) -> dict:
     classes, dim, ks = CONFIGS[n]
     if tool == "clusterloss":
         import torch
@@ -108,39 +109,44 @@ def worker(tool: str, n: int, seeds: int, iterations: int = 20, knn_backend: str
     x, y = make_data(n, classes, dim)
     base = current_rss_mb()
     load = os.getloadavg()[0]
-    start = time.perf_counter()
-    parts = ""
-    if tool == "clusterloss":
-        # Exactly what evaluate_embeddings does (k-means scores, then one kNN pass, torch on the idle
-        # cores), timed part by part.
-        queries = None
-        if n >= SUBSET_FROM:
-            queries = np.random.default_rng(1).choice(n, SUBSET_QUERIES, replace=False)
-        with torch_threads(max(1, min(idle_cores(), torch.get_num_threads()))):
-            out = clustering_scores(x, y, seeds=tuple(range(seeds)), iterations=iterations)
-            t_cluster = time.perf_counter() - start
-            out.update(retrieval_metrics(x, y, ks, query_indices=queries, backend=knn_backend))
-        t_knn = time.perf_counter() - start - t_cluster
-        parts = (f"k-means+NMI/AMI {t_cluster:.1f} s, kNN metrics (k = max(K, R), {knn_backend}) "
-                 f"{t_knn:.1f} s")
-        result = {k: out[k] for k in ("nmi", "ami", "recall@1", "r_precision", "map@r")}
-        result["recall@last"] = out[f"recall@{ks[-1]}"]
-    else:
+    if tool != "clusterloss":
         calc = AccuracyCalculator(include=("NMI", "AMI", "precision_at_1", "r_precision",
                                            "mean_average_precision_at_r"),
                                   k="max_bin_count", device=torch.device("cpu"))
-        out = calc.get_accuracy(x, y)
-        result = {"nmi": out["NMI"], "ami": out["AMI"], "recall@1": out["precision_at_1"],
-                  "r_precision": out["r_precision"], "map@r": out["mean_average_precision_at_r"]}
-    seconds = time.perf_counter() - start
-    return {"tool": tool, "n": n, "classes": classes, "dim": dim, "seconds": seconds, "seeds": seeds,
+    times, parts = [], ""
+    for _ in range(repeat):  # call 1: a fresh process (numba / faiss start-up included); then warm calls
+        start = time.perf_counter()
+        if tool == "clusterloss":
+            # Exactly what evaluate_embeddings does (k-means scores, then one kNN pass, torch on the idle
+            # cores), timed part by part.
+            queries = None
+            if n >= SUBSET_FROM:
+                queries = np.random.default_rng(1).choice(n, SUBSET_QUERIES, replace=False)
+            with torch_threads(max(1, min(idle_cores(), torch.get_num_threads()))):
+                out = clustering_scores(x, y, seeds=tuple(range(seeds)), iterations=iterations)
+                t_cluster = time.perf_counter() - start
+                out.update(retrieval_metrics(x, y, ks, query_indices=queries, backend=knn_backend))
+            t_knn = time.perf_counter() - start - t_cluster
+            if not parts:
+                parts = (f"k-means+NMI/AMI {t_cluster:.1f} s, kNN metrics (k = max(K, R), {knn_backend}) "
+                         f"{t_knn:.1f} s")
+            result = {k: out[k] for k in ("nmi", "ami", "recall@1", "r_precision", "map@r")}
+            result["recall@last"] = out[f"recall@{ks[-1]}"]
+        else:
+            out = calc.get_accuracy(x, y)
+            result = {"nmi": out["NMI"], "ami": out["AMI"], "recall@1": out["precision_at_1"],
+                      "r_precision": out["r_precision"], "map@r": out["mean_average_precision_at_r"]}
+        times.append(time.perf_counter() - start)
+    return {"tool": tool, "n": n, "classes": classes, "dim": dim, "seconds": times[0],
+            "repeat_seconds": min(times[1:]) if repeat > 1 else None, "seeds": seeds,
             "iterations": iterations if tool == "clusterloss" else 20,
             "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "parts": parts, "load": load, **result}
 
 
 def run(tool: str, n: int, seeds: int, timeout: float, iterations: int = 20,
-        knn_backend: str = "auto") -> dict:
-    cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds), str(iterations), knn_backend]
+        knn_backend: str = "auto", repeat: int = 1) -> dict:
+    cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds), str(iterations), knn_backend,
+           str(repeat)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
@@ -161,15 +167,21 @@ def main() -> None:
     parser.add_argument("--no-pml", action="store_true", help="time clusterloss only")
     parser.add_argument("--knn-backend", default="auto", choices=("auto", "faiss", "torch", "blocked"),
                         help="our kNN backend (retrieval_metrics(backend=...)); PML always uses faiss")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="calls per process on the same data: the time column is the first call (a "
+                             "fresh process: numba's and faiss's start-up included), 'warm' the fastest "
+                             "of the others (an evaluation inside a training run)")
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     if args.worker:
-        tool, n, seeds, iterations, knn_backend = args.worker
-        print(json.dumps(worker(tool, int(n), int(seeds), int(iterations), knn_backend)))
+        tool, n, seeds, iterations, knn_backend, repeat = args.worker
+        print(json.dumps(worker(tool, int(n), int(seeds), int(iterations), knn_backend, int(repeat))))
         return
     header = ("| N | D | classes | tool | time (s) | peak RSS (MB) | base RSS (MB) | NMI | AMI | R@1 | "
               "R-Prec | MAP@R | PML time / this | k-means runs x iterations | R@K (largest K) | load | "
-              "breakdown |")
+              "breakdown | warm (s) | PML warm / this warm |")
     # The machine may be shared: the 1-minute load average says how many cores each run really had.
     print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)\n")
     print(header)
@@ -182,26 +194,32 @@ def main() -> None:
                    "note": "not run (--no-pml)" if args.no_pml else
                    "skipped: full 1M x 1M kNN + 8 GB neighbour table"}
         else:
-            pml = run("pml", n, 1, args.timeout)
+            pml = run("pml", n, 1, args.timeout, repeat=args.repeat)
         jobs = [("clusterloss", 1)] + ([("clusterloss", 3)] if n in DEFAULT_SEEDS_SIZES else [])
-        for r in [pml] + [run(tool, n, seeds, args.timeout, args.kmeans_iterations, args.knn_backend)
-                         for tool, seeds in jobs]:
+        for r in [pml] + [run(tool, n, seeds, args.timeout, args.kmeans_iterations, args.knn_backend,
+                              args.repeat) for tool, seeds in jobs]:
             name = "PML AccuracyCalculator" if r["tool"] == "pml" else "clusterloss"
             if r["tool"] == "clusterloss" and r["seeds"] > 1:
                 name += ", default seeds"
             if n >= SUBSET_FROM and r["tool"] == "clusterloss":
                 name += f" ({SUBSET_QUERIES // 1000}k-query subset)"
             if "note" in r:
-                print(f"| {n:,} | {dim} | {classes} | {name} | {r['note']} |" + " |" * 12, flush=True)
+                print(f"| {n:,} | {dim} | {classes} | {name} | {r['note']} |" + " |" * 14, flush=True)
                 continue
             ratio = ""
             if r["tool"] == "clusterloss" and "seconds" in pml:
                 ratio = f"{pml['seconds'] / r['seconds']:.1f}x"
             recall_last = f"R@{ks[-1]} {r['recall@last']:.4f}" if "recall@last" in r else ""
+            warm = "" if r.get("repeat_seconds") is None else f"{r['repeat_seconds']:.2f}"
+            warm_ratio = ""
+            if warm and r["tool"] == "clusterloss" and pml.get("repeat_seconds"):
+                warm_ratio = f"{pml['repeat_seconds'] / r['repeat_seconds']:.1f}x"
             print(f"| {n:,} | {dim} | {r['classes']} | {name} | {r['seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} | {r['base_rss_mb']:.0f} | {r['nmi']:.4f} | {r['ami']:.4f} | "
                   f"{r['recall@1']:.4f} | {r['r_precision']:.4f} | {r['map@r']:.4f} | {ratio} | "
-                  f"{r['seeds']} x {r['iterations']} | {recall_last} | {r['load']:.1f} | {r['parts']} |",
+                  f"{r['seeds']} x {r['iterations']} | {recall_last} | {r['load']:.1f} | {r['parts']} | "
+                  f"{warm} | "
+                  f"{warm_ratio} |",
                   flush=True)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
 

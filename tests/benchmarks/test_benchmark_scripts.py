@@ -47,10 +47,16 @@ def test_data_speed_photo_rows_on_a_tiny_cub(tmp_path):
 
 @pytest.mark.slow
 def test_eval_speed_at_the_smallest_size():
-    rows = {r[3]: r for r in _table_rows(_run("eval_speed.py", "--sizes", "10000"))}
+    rows = {r[3]: r for r in _table_rows(_run("eval_speed.py", "--sizes", "10000", "--repeat", "2"))}
     ours, pml = rows["clusterloss"], rows["PML AccuracyCalculator"]
     assert ours[0] == "10,000" and float(ours[4]) > 0
     assert ours[9:12] == pml[9:12]  # R@1, R-Precision, MAP@R: the same numbers as PML's
+    # --repeat 2: the warm (second) call of each tool, and their ratio on our row
+    warm_ours, warm_pml = float(ours[17]), float(pml[17])
+    assert warm_ours > 0 and warm_pml > 0
+    # printed to 0.1 from unrounded times; the times printed to 0.01 s
+    assert ours[18].endswith("x") and float(ours[18][:-1]) == pytest.approx(warm_pml / warm_ours, abs=0.06,
+                                                                             rel=0.02)
 
 
 @pytest.mark.slow
