@@ -81,3 +81,27 @@ def test_two_rows_and_a_one_row_gallery():
     assert idx.tolist() == [[1], [0]] and dist.tolist() == [[9.0], [9.0]]
     dist, idx = blocked(x, 1, gallery=x[1:])
     assert idx.tolist() == [[0], [0]] and dist.tolist() == [[9.0], [0.0]]
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 24, 25, 123])
+@pytest.mark.parametrize("kind", ["uniform", "narrow", "distance_ties", "huge_range"])
+def test_compaction_keeps_exactly_the_k_smallest_keys(k, kind):
+    # _compact (radix select, then a quickselect) against a full sort, on key sets that stress its buckets:
+    # all keys in one bucket (narrow), equal distances told apart by the index only, keys 2^60 apart
+    rng = np.random.default_rng(k)
+    cap = 2 * k + 3
+    if kind == "uniform":
+        d = rng.random((40, cap)).astype(np.float32)
+    elif kind == "narrow":
+        d = (1 + 1e-6 * rng.random((40, cap))).astype(np.float32)
+    elif kind == "distance_ties":
+        d = rng.integers(0, 3, (40, cap)).astype(np.float32)
+    else:
+        d = (10.0 ** rng.integers(-30, 30, (40, cap))).astype(np.float32)
+    keys = (d.view(np.int32).astype(np.int64) << 32) | rng.permuted(np.tile(np.arange(cap), (40, 1)), axis=1)
+    work = np.empty(2 * cap + 256, dtype=np.int64)
+    for q in range(40):
+        want = np.sort(keys[q])[:k]
+        threshold = knn_blocked._compact(keys, q, k, work)
+        assert threshold == want[-1]
+        np.testing.assert_array_equal(np.sort(keys[q, :k]), want)

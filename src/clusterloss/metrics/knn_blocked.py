@@ -3,9 +3,12 @@
 faiss's flat search keeps a heap (k < 100) or a reservoir per query and visits every distance in scalar
 code; at k ~ 100-1000 that costs several times the matrix product itself. Here the product is tiled (a tile
 fits the caches), and each tile is reduced at once by a numba kernel that keeps, per query, a *reservoir*:
-a buffer of candidate neighbours and a threshold, the k-th smallest (distance, index) seen so far. A group
-of 16 distances is compared to the threshold with vector instructions and only a group that holds a
-candidate is looked at one by one, so the cost per distance is a few vector operations.
+a buffer of candidate neighbours and a threshold, the k-th smallest (distance, index) seen so far. A tile
+row's distances are compared to its query's threshold in one vector pass that writes a byte flag each, and
+only 8-column words holding a flag are looked at one by one (column orientation: groups of 64 queries, one
+minimum per group); a full reservoir is cut back to its k smallest by a radix select (:func:`_compact`).
+Most of the time goes where thresholds are still loose (a query's first tiles): there nearly every
+distance is a candidate.
 
 All against all (no gallery, every row a query) the product is symmetric: tile (I, J) with I < J serves
 queries I against rows J *and* queries J against rows I, so only half of the products are computed
@@ -34,10 +37,12 @@ from clusterloss.utils.compiled import jit
 
 __all__ = ["iter_knn_blocked"]
 
-_GROUP = 64  # distances compared to a query's threshold in one vector step
+_GROUP = 64  # rows of a thread's block (row scan) / queries of a column group (column scan)
 _TILE = 1024  # rows and columns of one distance tile (4 MB of float32: the caches)
 _RESERVOIR_BYTES = 1536 * 2**20  # all reservoirs together, all-against-all; beyond this queries stream
 _STREAM_QUERIES = 8192  # queries per streamed block
+_BUCKET_BITS = 8  # radix select of a compaction: 256 buckets a pass
+_SELECT_BELOW = 24  # ... down to this many keys, then a quickselect
 _NO_SELF = -1
 _INF_KEY = np.int64(0x7F800000FFFFFFFF)  # distance +inf, largest index: above every candidate
 
@@ -48,12 +53,9 @@ def _key(d, index):
 
 
 @jit
-def _compact(keys, q, k):
-    """Move the k smallest keys of reservoir ``q`` to its front (in place, unordered: quickselect with a
-    median-of-three pivot; keys are distinct) and return the largest of them (the new threshold)."""
-    row = keys[q]
-    lo, hi = 0, row.shape[0] - 1
-    target = k - 1
+def _select(row, lo, hi, target):
+    """Quickselect (median-of-three pivot, distinct keys): reorder ``row[lo:hi + 1]`` so that position
+    ``target`` holds the key of that rank and the smaller ones come before it; return that key."""
     while hi > lo:
         mid = (lo + hi) >> 1
         a, b, c = row[lo], row[mid], row[hi]
@@ -77,15 +79,71 @@ def _compact(keys, q, k):
     return row[target]
 
 
+@jit
+def _compact(keys, q, k, work):
+    """Move the k smallest keys of reservoir ``q`` to its front (unordered; keys are distinct) and return
+    the largest of them (the new threshold). ``work``: int64 scratch of 2 * capacity + 256.
+
+    A radix select: the candidate keys are bucketed by their top bits above the smallest (256 buckets), the
+    buckets below the one holding the k-th key are taken whole, and only that bucket goes on, until few
+    keys are left for a quickselect. Each pass is a loop without data-dependent branches (a key is written
+    to both outputs and the right counter advances), 3-4x faster than a quickselect of the whole
+    reservoir here, whose comparisons the branch predictor cannot guess."""
+    n = keys.shape[1]
+    taken, cand, hist = work[:n], work[n : 2 * n], work[2 * n : 2 * n + (1 << _BUCKET_BITS)]
+    for i in range(n):
+        cand[i] = keys[q, i]
+    m, need, c = n, k, 0
+    while m > _SELECT_BELOW:
+        lo, hi = cand[0], cand[0]
+        for i in range(1, m):
+            lo = min(lo, cand[i])
+            hi = max(hi, cand[i])
+        if hi == lo:  # (cannot happen with distinct keys; never loop on a degenerate input)
+            break
+        shift = 0
+        while ((hi - lo) >> shift) >= (1 << _BUCKET_BITS):
+            shift += 1
+        hist[:] = 0
+        for i in range(m):
+            hist[(cand[i] - lo) >> shift] += 1
+        below, bucket = 0, 0
+        while below + hist[bucket] < need:
+            below += hist[bucket]
+            bucket += 1
+        kept = 0
+        for i in range(m):  # in place: kept <= i
+            v = cand[i]
+            b = (v - lo) >> shift
+            taken[c] = v
+            c += b < bucket
+            cand[kept] = v
+            kept += b == bucket
+        need -= below
+        m = kept
+    threshold = _select(cand, 0, m - 1, need - 1)
+    for i in range(need):
+        taken[c + i] = cand[i]
+    for i in range(k):
+        keys[q, i] = taken[i]
+    return threshold
+
+
 @jit(inline="always")
-def _offer(keys, count, thr, q, key, k):
+def _workspace(keys):
+    """The scratch :func:`_compact` needs (one per thread)."""
+    return np.empty(2 * keys.shape[1] + (1 << _BUCKET_BITS), dtype=np.int64)
+
+
+@jit(inline="always")
+def _offer(keys, count, thr, q, key, k, work):
     """Add ``key`` to reservoir ``q`` if it is below the threshold; compact when the buffer is full."""
     if key < thr[q]:
         c = count[q]
         keys[q, c] = key
         c += 1
         if c == keys.shape[1]:
-            thr[q] = _compact(keys, q, k)
+            thr[q] = _compact(keys, q, k, work)
             c = k
         count[q] = c
 
@@ -105,20 +163,6 @@ def _distances(out, base, sq_cols, dot_row):
 
 
 @jit(fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
-def _group_min(values, j0, j1):
-    """Smallest of ``values[j0:j1]`` (a vector reduction; the values are finite distances). A full group
-    is a loop of constant length, which the compiler turns into a few vector instructions."""
-    m = values[j0]
-    if j1 - j0 == _GROUP:
-        for j in range(1, _GROUP):
-            m = min(m, values[j0 + j])
-        return m
-    for j in range(j0 + 1, j1):
-        m = min(m, values[j])
-    return m
-
-
-@jit(fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
 def _group_margin(values, limits, n):
     """Smallest ``values[j] - limits[j]`` over ``j < n`` (<= 0: some value is within its limit)."""
     m = values[0] - limits[0]
@@ -130,23 +174,35 @@ def _group_margin(values, limits, n):
 @jit(parallel=True)
 def _scan_rows(dot, sq_rows, sq_cols, col_ids, res_rows, self_ids, keys, count, thr, k):
     """Row orientation: tile row i is query ``res_rows[i]`` (its reservoir), tile column j is gallery row
-    ``col_ids[j]``; ``self_ids[i]`` is the gallery row to skip (the query itself) or -1."""
+    ``col_ids[j]``; ``self_ids[i]`` is the gallery row to skip (the query itself) or -1.
+
+    A row's distances are compared to the query's threshold in one vector pass that writes a byte flag
+    per column; then only the 8-column words holding a flag are looked at one by one (the threshold falls
+    as candidates come in, so a flagged distance is compared again). Measured here: 0.3 ns a distance
+    against 0.7 for a scalar minimum per group of 64 (a chain of dependent instructions)."""
     n_rows, n_cols = dot.shape
+    padded = (n_cols + 7) & ~7
     for block in prange((n_rows + _GROUP - 1) // _GROUP):
         dist = np.empty(n_cols, dtype=np.float32)
+        flags = np.zeros(padded, dtype=np.uint8)
+        words = flags.view(np.uint64)
+        work = _workspace(keys)
         for i in range(block * _GROUP, min((block + 1) * _GROUP, n_rows)):
             q = res_rows[i]
             skip = self_ids[i]
-            _distances(dist, sq_rows[i], sq_cols, dot[i])
+            base = sq_rows[i]
             limit = _threshold_value(thr[q])
-            for j0 in range(0, n_cols, _GROUP):
-                j1 = min(j0 + _GROUP, n_cols)
-                if not _group_min(dist, j0, j1) <= limit:
+            for j in range(n_cols):  # a straight loop of independent operations: vector instructions
+                d = (base + sq_cols[j]) - np.float32(2.0) * dot[i, j]
+                dist[j] = d
+                flags[j] = d <= limit
+            for w in range(padded >> 3):
+                if words[w] == 0:
                     continue
-                for j in range(j0, j1):
+                for j in range(w << 3, min((w << 3) + 8, n_cols)):
                     d = dist[j]
                     if d <= limit and col_ids[j] != skip:
-                        _offer(keys, count, thr, q, _key(max(d, np.float32(0.0)), col_ids[j]), k)
+                        _offer(keys, count, thr, q, _key(max(d, np.float32(0.0)), col_ids[j]), k, work)
                         limit = _threshold_value(thr[q])
 
 
@@ -160,6 +216,7 @@ def _scan_cols(dot, sq_rows, sq_cols, row_ids, res_cols, keys, count, thr, k):
         width = min(_GROUP, n_cols - j0)
         limits = np.empty(width, dtype=np.float32)
         dist = np.empty(width, dtype=np.float32)
+        work = _workspace(keys)
         for j in range(width):
             limits[j] = _threshold_value(thr[res_cols[j0 + j]])
         for i in range(n_rows):
@@ -169,7 +226,8 @@ def _scan_cols(dot, sq_rows, sq_cols, row_ids, res_cols, keys, count, thr, k):
             for j in range(width):
                 if dist[j] <= limits[j]:
                     q = res_cols[j0 + j]
-                    _offer(keys, count, thr, q, _key(max(dist[j], np.float32(0.0)), row_ids[i]), k)
+                    _offer(keys, count, thr, q, _key(max(dist[j], np.float32(0.0)), row_ids[i]), k,
+                           work)
                     limits[j] = _threshold_value(thr[q])
 
 
