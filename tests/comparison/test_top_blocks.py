@@ -142,6 +142,9 @@ def test_protocol_resumes_and_redoes_nothing(tmp_path, monkeypatch):
     assert len(list((tmp_path / "runs" / "features").glob("*/features.pt"))) == 1
     tuned = json.loads((tmp_path / "results" / "selection.json").read_text())["entries"]
     assert tuned["triplet_semihard"]["validation"][1]["point"] == {"model.embedding_dim": 16}
+    reference = json.loads((tmp_path / "results" / "reference.json").read_text())
+    assert reference["final"]["num_samples"] == len(_splits(final).eval)
+    assert reference["validation"]["num_classes"] == 2  # the validation classes' evaluation views
     run = json.loads((tmp_path / "runs" / "tune" / "facility_location" / "trial0" / "seed0" /
                       "final_metrics.json").read_text())
     assert run["num_classes"] == 2  # validation: digits 3-4 of the training classes, never 5-9
