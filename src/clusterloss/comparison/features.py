@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,14 @@ def _pooled(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def view_features(model: torch.nn.Module, dataset, views: int, augmentation: str = "auto", seed: int = 0,
-                  batch_size: int = 64, mean=None, std=None, parts_dir: Path | None = None) -> torch.Tensor:
+                  batch_size: int = 64, mean=None, std=None, parts_dir: Path | None = None,
+                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """float16 [N, views, F] pooled backbone features of ``dataset`` (view 0: evaluation view; the others:
     ``augmentation``; batch i draws from a generator seeded with ``(seed, i)``, so a resumed extraction gives
     the same features). ``mean`` / ``std`` default to the model's ``preprocessing`` (pretrained weights).
-    ``parts_dir``: each batch's features are saved there and reused (a long extraction survives a kill)."""
+    ``parts_dir``: each batch's features are saved there and reused (a long extraction survives a kill).
+    ``forward``: normalized images [B, C, H, W] -> what is cached per view (default: the backbone's pooled
+    features; ``top_blocks`` caches an inner map [B, C', H', W'], giving [N, views, C', H', W'])."""
     if views < 1:
         raise ValueError(f"features.views must be >= 1, got {views}")
     pre = getattr(model, "preprocessing", None)
@@ -70,6 +74,9 @@ def view_features(model: torch.nn.Module, dataset, views: int, augmentation: str
                              "(pretrained weights)")
         mean, std = pre["mean"], pre["std"]
     model.eval()
+    if forward is None:
+        def forward(images: torch.Tensor) -> torch.Tensor:
+            return _pooled(model, images)
     size = getattr(dataset, "view_size", None) or int(dataset.images.shape[-1])
     crop = float(getattr(dataset, "eval_crop", 1.0))
     augment = AUGMENTATIONS[resolve_augmentation(augmentation, dataset)]
@@ -87,7 +94,7 @@ def view_features(model: torch.nn.Module, dataset, views: int, augmentation: str
         images = dataset.images[start:start + batch_size]
         batch = [eval_view(images, size, crop)]
         batch += [augment(images, size, generator) for _ in range(views - 1)]
-        parts.append(torch.stack([_pooled(model, apply_affine(v, scale, shift)) for v in batch], 1).half())
+        parts.append(torch.stack([forward(apply_affine(v, scale, shift)) for v in batch], 1).half())
         if part is not None:
             part.parent.mkdir(parents=True, exist_ok=True)
             tmp = part.with_suffix(f".{os.getpid()}.tmp")
@@ -98,24 +105,30 @@ def view_features(model: torch.nn.Module, dataset, views: int, augmentation: str
 
 def train_head(config: Config, train_features: torch.Tensor, train_labels: torch.Tensor,
                eval_features: torch.Tensor, eval_labels: torch.Tensor, run_dir: Path,
-               eval_query_mask: torch.Tensor | None = None) -> dict[str, float]:
+               eval_query_mask: torch.Tensor | None = None, model: torch.nn.Module | None = None
+               ) -> dict[str, float]:
     """Train a Linear -> L2 head on cached features [N, V, F] with ``config``'s loss, batches and optimizer;
     return the final head's metrics on ``eval_features`` [M, F] (+ ``train_seconds``, margin statistics).
     ``eval_query_mask`` (bool [M], True = query): score the evaluation set as queries against a gallery
-    (In-Shop) instead of all against all."""
+    (In-Shop) instead of all against all. ``model``: train this module instead of a new Linear -> L2 head
+    (``top_blocks``: cached maps [N, V, C, H, W] -> top of the backbone -> head, its ``head.*`` parameters at
+    ``train.head_lr_multiplier`` x the learning rate); the evaluation runs in ``eval.batch_size`` chunks."""
     t = config.train
     start = time.perf_counter()
     torch.manual_seed(t.seed)
     classes = torch.unique(train_labels)
     label_map = torch.full((int(classes.max()) + 1,), -1, dtype=torch.int64)
     label_map[classes] = torch.arange(len(classes))
-    head = PooledEmbeddingHead(int(train_features.shape[-1]), config.model.embedding_dim)
+    head = model if model is not None else PooledEmbeddingHead(int(train_features.shape[-1]),
+                                                               config.model.embedding_dim)
+    head.train()
     loss_fn = build_loss(config.loss.name, config.model.embedding_dim, len(classes), **loss_options(config))
     sampler = ClassBalancedBatchSampler(train_labels, t.batch_classes, t.batch_samples, seed=t.seed)
     per_epoch = t.steps_per_epoch or len(sampler)
     total = per_epoch * t.epochs
     optimizer = build_optimizer(t.optimizer, head, loss_fn, t.lr, t.momentum, t.nesterov, t.weight_decay,
-                                t.no_decay_bn_bias, config.loss.param_lr_multiplier)
+                                t.no_decay_bn_bias, config.loss.param_lr_multiplier,
+                                t.head_lr_multiplier if model is not None else 1.0)
     schedule = IterationSchedule(optimizer, total, t.schedule, t.milestones, t.lr_decay,
                                  round(t.warmup_epochs * per_epoch), t.min_lr / t.lr)
     views = torch.Generator().manual_seed(t.seed * 1_000_003)
@@ -153,7 +166,9 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
     seconds = time.perf_counter() - start
     head.eval()
     with torch.no_grad():
-        embeddings = head(eval_features.float())
+        chunk = config.eval.batch_size
+        embeddings = torch.cat([head(eval_features[i:i + chunk].float())
+                                for i in range(0, len(eval_features), chunk)])
     metrics = evaluate_embeddings(embeddings, eval_labels, ks=tuple(config.eval.ks),
                                   kmeans_seeds=tuple(config.eval.kmeans_seeds), query_mask=eval_query_mask)
     out = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -179,20 +194,23 @@ class FeatureRunner:
 
     ``protocol.features``: ``views`` (default 4: the evaluation view + 3 augmented), ``batch_size`` (64),
     ``seed`` (0, the augmentation draws). The cache (``features.pt`` + ``features.json``) lives under
-    ``cache_dir/<key>/``, the key hashing the data and model settings.
+    ``cache_dir/<key>/``, the key hashing the data and model settings. A subclass changes what is cached
+    (``extractor``), the key (``key_of``) and the run (``train``): ``top_blocks.TopBlockRunner``.
     """
+
+    KNOWN = ("views", "batch_size", "seed")  # protocol.features keys
 
     def __init__(self, protocol, cache_dir: Path, final: Config, tuning: Config) -> None:
         options = dict(protocol.features)
-        unknown = sorted(set(options) - {"views", "batch_size", "seed"})
+        unknown = sorted(set(options) - set(self.KNOWN))
         if unknown:
-            raise ValueError(f"{protocol.path}: unknown features key(s) {unknown}; known: views, "
-                             "batch_size, seed")
+            raise ValueError(f"{protocol.path}: unknown features key(s) {unknown}; known: "
+                             f"{', '.join(self.KNOWN)}")
         self.views, self.seed = int(options.get("views", 4)), int(options.get("seed", 0))
         self.final_splits = splits_from_config(final.data)
         self.tuning_splits = splits_from_config(tuning.data)
         check_no_leak(self.tuning_splits, self.final_splits)
-        self.key = _cache_key(final, self.views, self.seed)
+        self.key = self.key_of(final)
         self.folder = Path(cache_dir) / self.key
         self.cache = self._load_or_build(final, int(options.get("batch_size", 64)))
         class_names = self.final_splits.train.class_names
@@ -202,15 +220,15 @@ class FeatureRunner:
         path = self.folder / "features.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
-        torch.manual_seed(0)
-        model = build_model_from_config(config.model, int(self.final_splits.train.images.shape[1]))
+        model = self.backbone_model(config)
         mean, std = (None, None) if getattr(model, "preprocessing", None) else \
             (self.final_splits.mean, self.final_splits.std)
         start = time.perf_counter()
+        forward = self.extractor(model)
         train = view_features(model, self.final_splits.train, self.views, config.data.augmentation, self.seed,
-                              batch_size, mean, std, self.folder / "parts_train")
+                              batch_size, mean, std, self.folder / "parts_train", forward)
         evaluation = view_features(model, self.final_splits.eval, 1, "none", self.seed, batch_size, mean, std,
-                                   self.folder / "parts_eval")
+                                   self.folder / "parts_eval", forward)
         seconds = time.perf_counter() - start
         cache = {"train": train, "train_labels": self.final_splits.train.labels.clone(),
                  "eval": evaluation[:, 0].contiguous(), "eval_labels": self.final_splits.eval.labels.clone()}
@@ -226,9 +244,27 @@ class FeatureRunner:
             "key": self.key, "views": self.views, "seed": self.seed, "seconds": seconds,
             "images_per_s": images / seconds, "load_average_1m": os.getloadavg()[0],
             "train_images": len(self.final_splits.train), "eval_images": len(self.final_splits.eval),
-            "feature_dim": int(train.shape[-1]), "data": config.to_dict()["data"],
+            "feature_dim": int(train.shape[-1]), "feature_shape": list(train.shape[2:]),
+            "data": config.to_dict()["data"],
             "model": config.to_dict()["model"]})
         return cache
+
+    def key_of(self, config: Config) -> str:
+        """The cache key of a run's config (data and model settings; it must equal the runner's)."""
+        return _cache_key(config, self.views, self.seed)
+
+    def backbone_model(self, config: Config) -> torch.nn.Module:
+        """The pretrained model whose backbone the cache is computed with."""
+        torch.manual_seed(0)
+        return build_model_from_config(config.model, int(self.final_splits.train.images.shape[1]))
+
+    def extractor(self, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """What ``view_features`` caches per image and view (None: the pooled backbone features)."""
+        return None
+
+    def train(self, config: Config, args: tuple, run_dir: Path, query_mask) -> dict[str, float]:
+        """One run on the cached features ``args`` (train features, labels, eval features, labels)."""
+        return train_head(config, *args, run_dir, eval_query_mask=query_mask)
 
     def _select(self, dataset) -> torch.Tensor:
         names = class_names_of(dataset)
@@ -239,7 +275,7 @@ class FeatureRunner:
         return rows
 
     def __call__(self, config: Config, run_dir: Path) -> dict[str, float]:
-        if _cache_key(config, self.views, self.seed) != self.key:
+        if self.key_of(config) != self.key:
             raise ValueError(f"{run_dir}: its data/model settings differ from the feature cache "
                              f"{self.folder}; a frozen-feature protocol varies only loss and training keys")
         run_dir = Path(run_dir)
@@ -257,6 +293,6 @@ class FeatureRunner:
             query_mask = self.final_splits.eval.query_mask
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-        metrics = train_head(config, *args, run_dir, eval_query_mask=query_mask)
+        metrics = self.train(config, args, run_dir, query_mask)
         write_json(run_dir / "final_metrics.json", metrics)
         return metrics

@@ -27,6 +27,7 @@ from .features import FeatureRunner
 from .report import write_summary
 from .runs import check_no_leak, run_images, write_json
 from .spec import Entry, Protocol, load_protocol, point_overrides, trial_points
+from .top_blocks import TopBlockRunner, pooled_reference
 
 __all__ = ["run_protocol", "run_config", "PHASES"]
 
@@ -87,8 +88,9 @@ def run_protocol(path: str | Path, runs_dir: str | Path | None = None, results_d
         point = trial_points(entry, protocol.trials)[0]
         final = run_config(protocol, entry, point, 0, validation=False)
         tuning = run_config(protocol, entry, point, 0, validation=True)
-        if protocol.trainer == "features":
-            runner = FeatureRunner(protocol, runs_dir / "features", final, tuning)  # leak check + cache
+        if protocol.trainer in ("features", "top_blocks"):  # leak check + cache
+            kind = FeatureRunner if protocol.trainer == "features" else TopBlockRunner
+            runner = kind(protocol, runs_dir / "features", final, tuning)
         else:
             check_no_leak(splits_from_config(tuning.data), splits_from_config(final.data))
             runner = run_images
@@ -155,6 +157,13 @@ def run_protocol(path: str | Path, runs_dir: str | Path | None = None, results_d
                     rows.append({"loss": name, "value": value, "runs": runs})
         sweeps[sweep.name] = rows
     summary = write_summary(protocol, tuned, finals, sweeps, results_dir)
+    if isinstance(runner, TopBlockRunner) and finals:  # the untrained backbone's rows, once the runs are made
+        final = run_config(protocol, protocol.entries[protocol.reference], {}, 0, validation=False)
+        tuning = run_config(protocol, protocol.entries[protocol.reference], {}, 0, validation=True)
+        write_json(results_dir / "reference.json", {
+            "what": "the untrained backbone's pooled, L2-normalized features (no head), same cache and "
+                    "evaluation code as the runs", "validation": pooled_reference(runner, tuning, True),
+            "final": pooled_reference(runner, final, False)})
     _log(f"written: {results_dir / 'compare.md'}")
     return summary
 

@@ -5,7 +5,8 @@ the budget of each phase::
 
     name: digits_fair                 # results go to results/<name>/, runs to runs/evidence/<name>/
     config: digits_convnet             # a packaged config name or a YAML path
-    trainer: images                   # images: `clusterloss train` runs; features: frozen-backbone head runs
+    trainer: images                   # images: `clusterloss train` runs; features: frozen-backbone head runs;
+                                      # top_blocks: the backbone's last blocks + head on cached inner maps
     set: [train.epochs=10]            # overrides of every run (tuning and final)
     reference: facility_location      # every other entry is paired against this one
     metrics: [nmi, recall@1, map@r]   # table columns
@@ -54,7 +55,7 @@ from ..config_files import find_config
 
 __all__ = ["Entry", "Protocol", "Sweep", "load_protocol", "trial_points", "point_overrides", "TRAINERS"]
 
-TRAINERS = ("images", "features")
+TRAINERS = ("images", "features", "top_blocks")
 _TOP_KEYS = {"name", "config", "trainer", "set", "reference", "metrics", "tune", "final", "losses", "sweeps",
              "features", "description"}
 
