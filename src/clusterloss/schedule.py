@@ -55,6 +55,17 @@ def margin_multiplier_at(step: int, initial: float, rate: float = 1.0, period_st
     return float(initial) * rate ** (math.floor(exponent) if staircase else exponent)
 
 
+def margin_decay_of(loss_config, steps_per_epoch: int) -> dict[str, float | bool] | None:
+    """The keyword arguments of :func:`margin_multiplier_at` (but ``step``) for a ``LossConfig``'s
+    ``margin_decay_*`` keys, the period in steps; None for a loss without a margin multiplier (the config
+    refuses a decay rate < 1 there). One rule for every training loop (trainer, frozen-feature heads)."""
+    if loss_config.name != "facility_location":
+        return None
+    return {"initial": loss_config.margin_multiplier, "rate": loss_config.margin_decay_rate,
+            "period_steps": loss_config.margin_decay_epochs * steps_per_epoch,
+            "staircase": loss_config.margin_decay_staircase}
+
+
 class IterationSchedule:
     """Sets every param group's lr to ``group["base_lr"] * lr_factor(step)``; state is the step count."""
 

@@ -36,7 +36,7 @@ from .checkpoint import (
 )
 from .config import Config, save_config
 from .run_lock import run_lock
-from .schedule import IterationSchedule, build_optimizer, margin_multiplier_at
+from .schedule import IterationSchedule, build_optimizer, margin_decay_of, margin_multiplier_at
 from .utils.devices import resolve_device
 from .utils.files import atomic_write_text
 
@@ -120,13 +120,8 @@ class Trainer:
                             "pam_iterations": config.loss.pam_iterations, **loss_options}
         self.loss_fn = build_loss(config.loss.name, m.embedding_dim, len(classes), **loss_options).to(device)
         # gamma_t of loss.margin_decay_*, recomputed from the global step before every step (resume-exact)
-        self.margin_decay: dict[str, Any] | None = None
+        self.margin_decay = margin_decay_of(config.loss, self.steps_per_epoch)
         self.margin_multiplier = config.loss.margin_multiplier
-        if config.loss.name == "facility_location":
-            lo = config.loss
-            self.margin_decay = {"initial": lo.margin_multiplier, "rate": lo.margin_decay_rate,
-                                 "period_steps": lo.margin_decay_epochs * self.steps_per_epoch,
-                                 "staircase": lo.margin_decay_staircase}
         self.net: nn.Module = self.model
         if t.sync_bn and device.type != "cuda":
             raise ValueError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on "

@@ -32,7 +32,7 @@ from ..losses import build_loss
 from ..metrics.evaluate import evaluate_embeddings
 from ..models.head import PooledEmbeddingHead, global_pool
 from ..models.registry import build_model_from_config
-from ..schedule import IterationSchedule, build_optimizer
+from ..schedule import IterationSchedule, build_optimizer, margin_decay_of, margin_multiplier_at
 from ..train import loss_margin_stats
 from .runs import check_no_leak, check_same_settings, class_names_of, read_done, write_json
 
@@ -132,12 +132,17 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
     schedule = IterationSchedule(optimizer, total, t.schedule, t.milestones, t.lr_decay,
                                  round(t.warmup_epochs * per_epoch), t.min_lr / t.lr)
     views = torch.Generator().manual_seed(t.seed * 1_000_003)
+    decay = margin_decay_of(config.loss, per_epoch)  # loss.margin_decay_*: the trainer's rule
+    gamma = config.loss.margin_multiplier
     records, losses, shares, margins, step = [], [], [], [], 0
     for epoch in range(t.epochs):
         sampler.set_epoch(epoch)
         for i, batch in enumerate(sampler):
             if i == per_epoch:
                 break
+            if decay is not None:
+                gamma = margin_multiplier_at(step, **decay)
+                loss_fn.set_margin_multiplier(gamma)
             index = torch.as_tensor(batch, dtype=torch.int64)
             view = torch.randint(train_features.shape[1], (len(index),), generator=views)
             x = train_features[index, view].float()
@@ -162,6 +167,8 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
                 if shares:
                     record["margin_share"] = sum(shares[-n:]) / len(shares[-n:])
                     record["margin"] = sum(margins[-n:]) / len(margins[-n:])
+                if decay is not None:  # gamma of the window's last step, as the trainer logs it
+                    record["margin_multiplier"] = gamma
                 records.append(record)
     seconds = time.perf_counter() - start
     head.eval()

@@ -86,7 +86,8 @@ def evaluate_embeddings(
         clustering_on: query / gallery mode only: what k-means clusters, "union" (default), "query" or
             "gallery".
         kmeans_iterations: Lloyd iterations of each k-means run (20, as pytorch-metric-learning).
-        knn_backend, kmeans_backend: "auto" picks faiss when installed.
+        knn_backend, kmeans_backend: "auto": the blocked kNN all against all on CPU, else faiss when
+            installed (see :func:`clusterloss.metrics.retrieval.iter_knn`); faiss k-means when installed.
 
     Returns:
         Flat dict: ``nmi``, ``nmi_std``, ``ami``, ``ami_std``, ``recall@K`` for each K, ``precision@1``,

@@ -35,7 +35,7 @@ from numba import prange
 
 from clusterloss.utils.compiled import jit
 
-__all__ = ["iter_knn_blocked"]
+__all__ = ["iter_knn_blocked", "symmetric_pass_applies"]
 
 _GROUP = 64  # rows of a thread's block (row scan) / queries of a column group (column scan)
 _TILE = 1024  # rows and columns of one distance tile (4 MB of float32: the caches)
@@ -290,6 +290,13 @@ def _streamed(xq: torch.Tensor, sqq: np.ndarray, g: torch.Tensor, sqg: np.ndarra
     return _finish(keys, count, res, k)
 
 
+def symmetric_pass_applies(n: int, queries: int, k: int, gallery: bool) -> bool:
+    """Whether :func:`iter_knn_blocked` takes its all-against-all pass (half the products) for ``queries`` of
+    ``n`` rows at ``k`` neighbours: no gallery, at least half the rows as queries (singletons are not), and
+    every reservoir in memory at once (``_RESERVOIR_BYTES``)."""
+    return not gallery and 2 * queries >= n and n * 2 * k * 8 <= _RESERVOIR_BYTES
+
+
 def iter_knn_blocked(x: torch.Tensor, k: int, queries: torch.Tensor, gallery: torch.Tensor | None,
                      order: torch.Tensor | None = None,
                      tile: int = _TILE) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -302,7 +309,7 @@ def iter_knn_blocked(x: torch.Tensor, k: int, queries: torch.Tensor, gallery: to
     g = x if gallery is None else gallery
     n = x.shape[0]
     # All against all with most rows as queries (singletons are not): every row in flight, half the products.
-    if gallery is None and 2 * len(queries) >= n and n * 2 * k * 8 <= _RESERVOIR_BYTES:
+    if symmetric_pass_applies(n, len(queries), k, gallery is not None):
         perm = torch.arange(n) if order is None else torch.as_tensor(order).long()
         xp = x[perm].contiguous()
         ids = perm.numpy().astype(np.int64)

@@ -50,7 +50,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from clusterloss.metrics.knn_blocked import iter_knn_blocked
+from clusterloss.metrics.knn_blocked import iter_knn_blocked, symmetric_pass_applies
 from clusterloss.utils.threads import faiss_threads, numba_threads
 from clusterloss.validation import check_embeddings, check_labels
 
@@ -217,9 +217,9 @@ def iter_knn(
         k: neighbours per query, 1 <= k <= N - 1 (with a gallery: 1 <= k <= its size).
         query_indices: optional [Q] int64 subset of rows to use as queries (default: all N).
         gallery: optional [M, D] float gallery (query / gallery mode).
-        backend: "auto" (faiss on CPU when installed, else torch), "faiss", "torch" or "blocked" (CPU:
-            tiled matrix products + a numba selection, half the products all against all; see
-            :mod:`clusterloss.metrics.knn_blocked`).
+        backend: "auto" (on CPU: "blocked" all against all, else faiss when installed; torch on GPU),
+            "faiss", "torch" or "blocked" (CPU: tiled matrix products + a numba selection, half the
+            products all against all; see :mod:`clusterloss.metrics.knn_blocked`).
         chunk_size: queries per chunk (default: sized to ~256 MB of scratch memory).
 
     Yields:
@@ -239,10 +239,15 @@ def _iter_knn(x, k, *, query_indices, gallery, backend, chunk_size, order=None):
     if not 1 <= k <= targets:
         what = "N - 1" if gallery is None else "the gallery size"
         raise ValueError(f"k must be in [1, {what}] = [1, {targets}], got {k}")
-    backend = _resolve_backend(backend, x.device)
     queries = torch.arange(n) if query_indices is None else torch.as_tensor(query_indices).long().cpu()
     if queries.numel() and (queries.min() < 0 or queries.max() >= n):
         raise ValueError(f"query_indices must lie in [0, {n - 1}]")
+    if backend == "auto" and x.device.type == "cpu" and symmetric_pass_applies(n, len(queries), k,
+                                                                               gallery is not None):
+        # All against all on the CPU the blocked search computes half the products and selects faster than
+        # faiss's flat search: 1.7x less kNN time at 100k x 64 (k = 123), 2x at 10k (README).
+        backend = "blocked"
+    backend = _resolve_backend(backend, x.device)
     if backend == "blocked":  # ``order``: rows sorted by label, visited in that order (faster, same result)
         with numba_threads():
             yield from iter_knn_blocked(x.cpu(), k, queries, None if gallery is None else g.cpu(), order)
