@@ -76,9 +76,9 @@ def test_runner_passes_the_final_split_mask_and_none_for_validation(tmp_path, mo
 def test_train_head_decays_the_margin_multiplier_like_the_trainer(tmp_path):
     # loss.margin_decay_*: gamma_t = 4 * 0.5 ** (t / 2) at 0-based step t (period 1 epoch = 2 steps), logged
     # as margin_multiplier, the trainer's rule (schedule.margin_multiplier_at)
-    config = load_config(None, TINY + ["train.epochs=2", "train.log_every_steps=1", "loss.name=facility_location",
-                                       "loss.margin_multiplier=4.0", "loss.margin_decay_rate=0.5",
-                                       "loss.margin_decay_epochs=1"])
+    config = load_config(None, TINY + ["train.epochs=2", "train.log_every_steps=1",
+                                       "loss.name=facility_location", "loss.margin_multiplier=4.0",
+                                       "loss.margin_decay_rate=0.5", "loss.margin_decay_epochs=1"])
     train, train_labels = _features(30, 2, 6, 5, 0)
     evaluation, eval_labels = _features(24, 1, 6, 4, 1)
     features.train_head(config, train, train_labels, evaluation[:, 0], eval_labels, tmp_path / "a")
