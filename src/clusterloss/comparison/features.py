@@ -188,11 +188,19 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
     return out
 
 
-def _cache_key(config: Config, views: int, seed: int) -> str:
-    data = {k: v for k, v in config.to_dict()["data"].items() if k != "validation"}
-    text = json.dumps({"data": data, "model": config.to_dict()["model"], "views": views, "seed": seed},
-                      sort_keys=True)
+def settings_key(config: Config, run_only_model_keys: tuple[str, ...] = (), **fields) -> str:
+    """16 hex digits hashing a feature cache's inputs: the data settings (not ``data.validation``: one cache
+    serves the final and the validation runs), the model settings but ``run_only_model_keys``, and
+    ``fields`` (views, seed, ...)."""
+    raw = config.to_dict()
+    data = {k: v for k, v in raw["data"].items() if k != "validation"}
+    model = {k: v for k, v in raw["model"].items() if k not in run_only_model_keys}
+    text = json.dumps({"data": data, "model": model, **fields}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cache_key(config: Config, views: int, seed: int) -> str:
+    return settings_key(config, views=views, seed=seed)
 
 
 class FeatureRunner:

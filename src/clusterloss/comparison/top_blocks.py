@@ -22,7 +22,6 @@ Linear layer (``pooled_reference``: the frozen-feature reference rows, on the sa
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from torch import nn
 from ..config import Config
 from ..metrics.evaluate import evaluate_embeddings
 from ..models.head import PooledEmbeddingHead, global_pool
-from .features import FeatureRunner, train_head
+from .features import FeatureRunner, settings_key, train_head
 
 __all__ = ["split_backbone", "TopEmbedding", "TopBlockRunner", "top_cache_key", "pooled_reference",
            "pca_init"]
@@ -84,12 +83,8 @@ class TopEmbedding(nn.Module):
 
 def top_cache_key(config: Config, views: int, seed: int, cache_blocks: int) -> str:
     """16 hex digits hashing what the cache depends on (see the module docstring)."""
-    raw = config.to_dict()
-    data = {k: v for k, v in raw["data"].items() if k != "validation"}
-    model = {k: v for k, v in raw["model"].items() if k not in _RUN_ONLY_MODEL_KEYS}
-    text = json.dumps({"trainer": "top_blocks", "data": data, "model": model, "views": views, "seed": seed,
-                       "cache_blocks": cache_blocks}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return settings_key(config, _RUN_ONLY_MODEL_KEYS, trainer="top_blocks", views=views, seed=seed,
+                        cache_blocks=cache_blocks)
 
 
 @torch.inference_mode()
