@@ -154,12 +154,17 @@ def _threshold_value(key):
 
 
 @jit(inline="always")
+def _distance(base, sq_col, dot):
+    """``(base + sq_col) - 2 dot`` in float32, the one distance formula of both scans (no fused
+    multiply-add: the value that is compared is the value that is stored)."""
+    return (base + sq_col) - np.float32(2.0) * dot
+
+
+@jit(inline="always")
 def _distances(out, base, sq_cols, dot_row):
-    """``out[j] = (base + sq_cols[j]) - 2 dot_row[j]`` in float32 (no fused multiply-add: the value that
-    is compared is the value that is stored)."""
-    two = np.float32(2.0)
+    """``out[j] = _distance(base, sq_cols[j], dot_row[j])`` for every j."""
     for j in range(out.shape[0]):
-        out[j] = (base + sq_cols[j]) - two * dot_row[j]
+        out[j] = _distance(base, sq_cols[j], dot_row[j])
 
 
 @jit(fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
@@ -193,7 +198,7 @@ def _scan_rows(dot, sq_rows, sq_cols, col_ids, res_rows, self_ids, keys, count, 
             base = sq_rows[i]
             limit = _threshold_value(thr[q])
             for j in range(n_cols):  # a straight loop of independent operations: vector instructions
-                d = (base + sq_cols[j]) - np.float32(2.0) * dot[i, j]
+                d = _distance(base, sq_cols[j], dot[i, j])
                 dist[j] = d
                 flags[j] = d <= limit
             for w in range(padded >> 3):
