@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .checkpoint import load_checkpoint
 from .comparison.runs import check_same_settings
-from .config import Config, load_config
+from .config import load_config
 from .config_files import find_config  # noqa: F401  (a config path, or a packaged config's name)
+from .references import reference_metrics  # noqa: F401  (the quickstart's and compare's reference rows)
 from .run_lock import run_lock
 from .utils.files import atomic_write_text
 
@@ -36,38 +35,6 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 # -- quickstart ------------------------------------------------------------------------------------
-def reference_metrics(config: Config) -> dict[str, dict[str, float]]:
-    """Metrics of raw pixels and of the untrained network (same seed as the run) on the evaluation split.
-
-    With a pretrained backbone the network row is "pretrained backbone, untrained head", and a row of the
-    backbone's own pooled features (L2-normalized, no head) is added: what the weights give with no training.
-    """
-    from .data.augment import normalize
-    from .data.protocols import splits_from_config
-    from .inference import embed_dataset
-    from .metrics.evaluate import evaluate_embeddings
-    from .models import build_model_from_config, input_normalization
-    from .models.head import PooledFeatures
-
-    ev = config.eval
-    splits = splits_from_config(config.data)
-    evaluation = splits.eval
-    options = {"ks": tuple(ev.ks), "kmeans_seeds": tuple(ev.kmeans_seeds)}
-    pixels = normalize(evaluation.images, splits.mean, splits.std).flatten(1)
-    torch.manual_seed(config.train.seed)
-    model = build_model_from_config(config.model, in_channels=int(evaluation.images.shape[1]))
-    mean, std = input_normalization(model, splits.mean, splits.std)
-    untrained = embed_dataset(model, evaluation, mean, std, batch_size=ev.batch_size)
-    rows = {"raw pixels": evaluate_embeddings(pixels, evaluation.labels, **options)}
-    if getattr(model, "preprocessing", None) is None:
-        rows["untrained network"] = evaluate_embeddings(untrained, evaluation.labels, **options)
-        return rows
-    pooled = embed_dataset(PooledFeatures(model), evaluation, mean, std, batch_size=ev.batch_size)
-    rows["pretrained backbone, pooled features"] = evaluate_embeddings(pooled, evaluation.labels, **options)
-    rows["pretrained backbone, untrained head"] = evaluate_embeddings(untrained, evaluation.labels, **options)
-    return rows
-
-
 def comparison_table(rows: dict[str, dict[str, Any]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
     """A Markdown table, one row per entry; a value is a float, or a (mean, std) pair shown as mean ± std."""
     from .viz.comparison import metric_label  # loads matplotlib: not at import, so the CLI parser stays light

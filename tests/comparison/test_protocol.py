@@ -14,6 +14,7 @@ from clusterloss.comparison.protocol import run_protocol
 from clusterloss.comparison.runs import check_no_leak, run_images
 from clusterloss.comparison.stats import paired
 from clusterloss.config import load_config
+from clusterloss.config_files import find_config
 from clusterloss.data.protocols import splits_from_config
 
 TINY = ["train.epochs=1", "train.steps_per_epoch=2", "train.progress=false", "eval.kmeans_seeds=[0]",
@@ -154,3 +155,33 @@ def test_frozen_feature_protocol_builds_its_cache_once(tmp_path, monkeypatch):
     monkeypatch.setattr("clusterloss.comparison.features.view_features", no_rebuild)
     again = run_protocol(path, tmp_path / "runs", tmp_path / "results")
     assert again["summary"] == result["summary"]
+
+
+def test_image_protocol_writes_its_reference_rows_once_per_settings(tmp_path, monkeypatch):
+    from clusterloss.data.augment import normalize
+    from clusterloss.metrics.evaluate import evaluate_embeddings
+
+    body = {"tune": {"trials": 1, "seeds": [0], "metric": "map@r", "set": ["train.batch_classes=3"]},
+            "final": {"seeds": 1}, "sweeps": {},
+            "losses": {"facility_location": {"space": {"loss.margin_multiplier": [1.0]}}}}
+    path = _protocol(tmp_path, **body)
+    run_protocol(path, tmp_path / "runs", tmp_path / "results")  # runner=None: real runs + references
+    written = json.loads((tmp_path / "results" / "reference.json").read_text())
+    assert set(written["final"]) == set(written["validation"]) == {"raw pixels", "untrained network"}
+    for validation, rows in ((False, written["final"]), (True, written["validation"])):
+        flag = f"data.validation={str(validation).lower()}"
+        config = load_config(find_config("digits_convnet"), TINY + [flag])
+        splits = splits_from_config(config.data)
+        pixels = normalize(splits.eval.images, splits.mean, splits.std).flatten(1)  # independent of the rows
+        expected = evaluate_embeddings(pixels, splits.eval.labels, kmeans_seeds=[0])
+        assert rows["raw pixels"]["recall@1"] == pytest.approx(expected["recall@1"])
+        assert rows["raw pixels"]["map@r"] == pytest.approx(expected["map@r"])
+    assert written["final"]["raw pixels"]["map@r"] != written["validation"]["raw pixels"]["map@r"]
+
+    calls = []
+    monkeypatch.setattr(protocol_module, "reference_metrics", lambda c: calls.append(c) or {})
+    run_protocol(path, tmp_path / "runs", tmp_path / "results")  # same settings: not recomputed
+    assert calls == []
+    body["set"] = TINY + ["eval.ks=[1,2]"]  # other evaluation settings: the runs and the rows are redone
+    run_protocol(_protocol(tmp_path, **body), tmp_path / "runs2", tmp_path / "results")
+    assert len(calls) == 2

@@ -16,6 +16,7 @@ Runs live under ``runs_dir`` (``runs/evidence/<name>/{tune,final,sweeps}/...``);
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any
 
 from ..config import Config, load_config
 from ..data.protocols import splits_from_config
-from .features import FeatureRunner
+from ..references import reference_metrics
+from .features import FeatureRunner, settings_key
 from .report import write_summary
 from .runs import check_no_leak, run_images, write_json
 from .spec import Entry, Protocol, load_protocol, point_overrides, trial_points
@@ -59,6 +61,28 @@ def _select(trials: list[dict[str, Any]], metric: str, entry: str) -> int:
         if best_value is None or trial["mean"] > best_value:
             best, best_value = i, trial["mean"]
     return best
+
+
+def write_reference(protocol: Protocol, runner: Runner, path: Path) -> None:
+    """``reference.json``: what the runs start from, on the validation and on the final evaluation split,
+    with the runs' evaluation. Top-block runs: the untrained backbone's pooled features (from the cache).
+    Image runs: raw pixels, the untrained network of seed 0 and, pretrained, its pooled features
+    (``references.reference_metrics``: a pass over the evaluation images, so written once per settings)."""
+    final = run_config(protocol, protocol.entries[protocol.reference], {}, 0, validation=False)
+    tuning = run_config(protocol, protocol.entries[protocol.reference], {}, 0, validation=True)
+    if isinstance(runner, TopBlockRunner):
+        write_json(path, {
+            "what": "the untrained backbone's pooled, L2-normalized features (no head), same cache and "
+                    "evaluation code as the runs", "validation": pooled_reference(runner, tuning, True),
+            "final": pooled_reference(runner, final, False)})
+        return
+    key = settings_key(final, seed=final.train.seed, eval=final.to_dict()["eval"])
+    if path.exists() and json.loads(path.read_text()).get("settings") == key:
+        return
+    write_json(path, {
+        "what": "what training starts from (seed 0's untrained network; raw pixels; a pretrained backbone's "
+                "pooled, L2-normalized features), same evaluation code as the runs",
+        "settings": key, "validation": reference_metrics(tuning), "final": reference_metrics(final)})
 
 
 def _log(message: str) -> None:
@@ -157,13 +181,8 @@ def run_protocol(path: str | Path, runs_dir: str | Path | None = None, results_d
                     rows.append({"loss": name, "value": value, "runs": runs})
         sweeps[sweep.name] = rows
     summary = write_summary(protocol, tuned, finals, sweeps, results_dir)
-    if isinstance(runner, TopBlockRunner) and finals:  # the untrained backbone's rows, once the runs are made
-        final = run_config(protocol, protocol.entries[protocol.reference], {}, 0, validation=False)
-        tuning = run_config(protocol, protocol.entries[protocol.reference], {}, 0, validation=True)
-        write_json(results_dir / "reference.json", {
-            "what": "the untrained backbone's pooled, L2-normalized features (no head), same cache and "
-                    "evaluation code as the runs", "validation": pooled_reference(runner, tuning, True),
-            "final": pooled_reference(runner, final, False)})
+    if finals and (isinstance(runner, TopBlockRunner) or runner is run_images):
+        write_reference(protocol, runner, results_dir / "reference.json")
     _log(f"written: {results_dir / 'compare.md'}")
     return summary
 
