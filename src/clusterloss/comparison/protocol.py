@@ -76,7 +76,7 @@ def write_reference(protocol: Protocol, runner: Runner, path: Path) -> None:
                     "evaluation code as the runs", "validation": pooled_reference(runner, tuning, True),
             "final": pooled_reference(runner, final, False)})
         return
-    key = settings_key(final, seed=final.train.seed, eval=final.to_dict()["eval"])
+    key = settings_key(final, seed=final.train.seed, eval=[c.to_dict()["eval"] for c in (final, tuning)])
     if path.exists() and json.loads(path.read_text()).get("settings") == key:
         return
     write_json(path, {
