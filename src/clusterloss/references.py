@@ -14,7 +14,7 @@ from .data.augment import normalize
 from .data.dataset import ImageDataset
 from .data.protocols import splits_from_config
 from .inference import embed_dataset
-from .metrics.evaluate import evaluate_embeddings
+from .metrics.evaluate import evaluate_as_configured
 from .models import build_model_from_config, input_normalization
 from .models.head import PooledFeatures
 
@@ -34,9 +34,7 @@ def reference_metrics(config: Config) -> dict[str, dict[str, float]]:
     evaluation: ImageDataset = splits.eval
 
     def scores(embeddings: torch.Tensor) -> dict[str, float]:
-        metrics = evaluate_embeddings(embeddings, evaluation.labels, ks=tuple(ev.ks),
-                                      kmeans_seeds=tuple(ev.kmeans_seeds), query_mask=evaluation.query_mask)
-        return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        return evaluate_as_configured(embeddings, evaluation.labels, ev, query_mask=evaluation.query_mask)
 
     pixels = normalize(evaluation.images, splits.mean, splits.std).flatten(1)
     torch.manual_seed(config.train.seed)

@@ -9,6 +9,7 @@ import torch
 from clusterloss.comparison import features
 from clusterloss.config import load_config
 from clusterloss.metrics import evaluate_embeddings
+from clusterloss.metrics.evaluate import evaluate_as_configured
 
 TINY = ["data.name=digits", "train.epochs=1", "train.steps_per_epoch=2", "train.progress=false",
         "eval.kmeans_seeds=[0]", "train.num_threads=1", "model.embedding_dim=8", "train.batch_classes=3",
@@ -28,11 +29,11 @@ def test_train_head_scores_queries_against_the_gallery(tmp_path, monkeypatch):
     mask = torch.arange(24) < 8  # 8 queries, 16 gallery images; every query label is in the gallery
     heads = []
 
-    def recording_evaluate(embeddings, labels, **options):
+    def recording_evaluate(embeddings, labels, eval_config, query_mask=None):
         heads.append(embeddings.detach().clone())
-        return evaluate_embeddings(embeddings, labels, **options)
+        return evaluate_as_configured(embeddings, labels, eval_config, query_mask=query_mask)
 
-    monkeypatch.setattr(features, "evaluate_embeddings", recording_evaluate)
+    monkeypatch.setattr(features, "evaluate_as_configured", recording_evaluate)
     got = features.train_head(config, train, train_labels, evaluation[:, 0], eval_labels, tmp_path / "a",
                               eval_query_mask=mask)
     assert (got["num_queries"], got["num_gallery"], got["num_samples"]) == (8, 16, 24)

@@ -29,7 +29,7 @@ from ..data.augment import AUGMENTATIONS, apply_affine, eval_view, normalization
 from ..data.protocols import splits_from_config
 from ..data.sampler import ClassBalancedBatchSampler
 from ..losses import build_loss
-from ..metrics.evaluate import evaluate_embeddings
+from ..metrics.evaluate import evaluate_as_configured
 from ..models.head import PooledEmbeddingHead, global_pool
 from ..models.registry import build_model_from_config
 from ..schedule import IterationSchedule, build_optimizer, margin_decay_of, margin_multiplier_at
@@ -176,9 +176,7 @@ def train_head(config: Config, train_features: torch.Tensor, train_labels: torch
         chunk = config.eval.batch_size
         embeddings = torch.cat([head(eval_features[i:i + chunk].float())
                                 for i in range(0, len(eval_features), chunk)])
-    metrics = evaluate_embeddings(embeddings, eval_labels, ks=tuple(config.eval.ks),
-                                  kmeans_seeds=tuple(config.eval.kmeans_seeds), query_mask=eval_query_mask)
-    out = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    out = evaluate_as_configured(embeddings, eval_labels, config.eval, query_mask=eval_query_mask)
     out.update(train_seconds=seconds, steps=float(step), load_average_1m=os.getloadavg()[0])
     if shares:
         out.update(fl_margin_share=sum(shares) / len(shares), fl_margin=sum(margins) / len(margins))

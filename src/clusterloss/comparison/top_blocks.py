@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..metrics.evaluate import evaluate_embeddings
+from ..metrics.evaluate import evaluate_as_configured
 from ..models.head import PooledEmbeddingHead, global_pool
 from .features import FeatureRunner, settings_key, train_head
 
@@ -221,6 +221,4 @@ def pooled_reference(runner: TopBlockRunner, config: Config, validation: bool) -
     final split where it has one)."""
     features, labels = runner.reference_features(validation)
     mask = None if validation else runner.final_splits.eval.query_mask
-    metrics = evaluate_embeddings(features, labels, ks=tuple(config.eval.ks),
-                                  kmeans_seeds=tuple(config.eval.kmeans_seeds), query_mask=mask)
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    return evaluate_as_configured(features, labels, config.eval, query_mask=mask)

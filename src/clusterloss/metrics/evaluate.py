@@ -22,7 +22,7 @@ from clusterloss.metrics.retrieval import retrieval_metrics
 from clusterloss.utils.threads import idle_cores, torch_threads
 from clusterloss.validation import check_embeddings, check_labels
 
-__all__ = ["evaluate_embeddings", "METRIC_KEYS", "CLUSTERING_ON"]
+__all__ = ["evaluate_embeddings", "evaluate_as_configured", "METRIC_KEYS", "CLUSTERING_ON"]
 
 # Headline keys in display order (recall@K keys follow the ks given).
 METRIC_KEYS = ("nmi", "nmi_std", "ami", "ami_std", "precision@1", "r_precision", "map@r")
@@ -106,6 +106,14 @@ def evaluate_embeddings(
     with torch_threads(max(1, min(idle_cores(), torch.get_num_threads()))):
         return _evaluate(embeddings, labels, ks, kmeans_seeds, gallery_embeddings, gallery_labels, query_mask,
                          clustering, clustering_on, kmeans_iterations, knn_backend, kmeans_backend)
+
+
+def evaluate_as_configured(embeddings, labels, eval_config, query_mask=None) -> dict[str, float]:
+    """:func:`evaluate_embeddings` with an eval config's ``ks`` and ``kmeans_seeds`` (and a query/gallery
+    mask), keeping only the numeric entries, as floats: the metrics a run summary stores."""
+    metrics = evaluate_embeddings(embeddings, labels, ks=tuple(eval_config.ks),
+                                  kmeans_seeds=tuple(eval_config.kmeans_seeds), query_mask=query_mask)
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
 def _evaluate(embeddings, labels, ks, kmeans_seeds, gallery_embeddings, gallery_labels, query_mask,
