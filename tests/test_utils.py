@@ -1,3 +1,10 @@
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
 import torch
 
 from clusterloss.utils.threads import torch_threads
@@ -77,9 +84,48 @@ def test_idle_cores_is_between_one_and_the_core_count(monkeypatch):
 
     monkeypatch.delenv("CLUSTERLOSS_THREADS", raising=False)
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    for busy, cores in {0: 4, 1: 3, 3: 1, 9: 1}.items():  # threads of other processes running now
+        monkeypatch.setattr(threads, "busy_elsewhere", lambda busy=busy: busy)
+        assert threads.idle_cores() == cores, busy
+    # Without /proc: the load average, plus one for the caller
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: None)
     expected = {0.0: 4, 0.4: 4, 1.0: 4, 2.0: 3, 3.6: 1, 9.0: 1}  # min(4, max(1, round(4 - load + 1)))
     for load, cores in expected.items():
         monkeypatch.setattr(threads.os, "getloadavg", lambda load=load: (load, load, load))
         assert threads.idle_cores() == cores, load
     monkeypatch.setenv("CLUSTERLOSS_THREADS", "3")
     assert threads.idle_cores() == 3
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc")
+def test_busy_elsewhere_counts_other_processes_not_this_ones_threads():
+    from clusterloss.utils import threads
+
+    assert threads._running_threads("/proc/self/task") >= 1  # this thread, reading
+    before = threads.busy_elsewhere()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while threads.busy_elsewhere() < 1 and time.monotonic() < deadline:  # until it is scheduled
+            time.sleep(0.05)
+        assert threads.busy_elsewhere() >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert before >= 0
+    # This process's own busy threads are not "elsewhere": a thread multiplying matrices (without the GIL)
+    # leaves the count alone.
+    stop = threading.Event()
+    a = torch.randn(400, 400)
+
+    def multiply():
+        while not stop.is_set():
+            a @ a
+
+    worker = threading.Thread(target=multiply)
+    worker.start()
+    try:
+        assert threads.busy_elsewhere(samples=5) <= max(before, 0) + 1  # +1: another process may wake up
+    finally:
+        stop.set()
+        worker.join()

@@ -2,6 +2,8 @@
 (diagonal and off-diagonal tiles of the symmetric pass, the streamed pass, reservoir compactions), exact
 ties and duplicates, self-exclusion by index, query / gallery, k = every other row, singleton classes."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,58 @@ def test_compaction_keeps_exactly_the_k_smallest_keys(k, kind):
         threshold = knn_blocked._compact(keys, q, k, work)
         assert threshold == want[-1]
         np.testing.assert_array_equal(np.sort(keys[q, :k]), want)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_any_number_of_threads_gives_the_oracle_answer(threads):
+    # Tiles of 5 rows: 12 blocks, so the queue often holds back a tile whose blocks another thread holds.
+    x, _ = make_data(n=60, d=4, seed=7)
+    for queries, gallery in ((None, None), ([3, 1, 59, 20], None), (None, x[:17] + 0.5)):
+        q = torch.arange(len(x)) if queries is None else torch.as_tensor(queries)
+        g = None if gallery is None else torch.as_tensor(gallery)
+        parts = list(knn_blocked.iter_knn_blocked(torch.as_tensor(x), 9, q, g, tile=5, threads=threads))
+        idx = torch.cat([p[2] for p in parts]).numpy()
+        np.testing.assert_array_equal(idx, oracle_knn(x, 9, queries, gallery))
+
+
+def test_tile_queue_never_hands_out_two_tiles_sharing_a_block():
+    queue = knn_blocked._TileQueue([(0, 0), (0, 1), (1, 2), (2, 3), (0, 3)])
+    first, second = queue.take(), queue.take()
+    assert (first, second) == ((0, 0), (1, 2))  # (0, 1) waits: block 0 is held
+    third = queue.take(first)  # releasing (0, 0): (0, 1) and (2, 3) still clash with (1, 2), (0, 3) not
+    assert third == (0, 3)
+    queue.abort()  # (0, 1) and (2, 3) are never handed out; a thread waiting for them would be woken
+    assert queue.take(second) is None and queue.take(third) is None
+
+
+def test_a_failing_tile_stops_every_thread_and_raises():
+    done = []
+
+    def work(tile, buf, scratch):
+        if tile == (1, 1):
+            raise RuntimeError("tile failed")
+        done.append(tile)
+
+    tiles = [(b, b) for b in range(6)] + [(0, b) for b in range(1, 6)]
+    with pytest.raises(RuntimeError, match="tile failed"):
+        knn_blocked._run_tiles(tiles, work, threads=2, tile=4, k=2)  # returns (no thread left waiting)
+    assert len(done) < len(tiles) - 1
+
+
+def test_first_byte_finds_the_lowest_flagged_column_of_a_word():
+    for flags in ([1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0, 0, 1], [0] * 7 + [1]):
+        word = np.array(flags, dtype=np.uint8).view(np.uint64)[0]
+        assert knn_blocked._first_byte(word) == flags.index(1)
+
+
+def test_abort_wakes_a_thread_waiting_for_a_held_block():
+    queue = knn_blocked._TileQueue([(0, 1), (1, 2)])
+    assert queue.take() == (0, 1)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(queue.take()))  # (1, 2) needs block 1: waits
+    waiter.start()
+    waiter.join(timeout=0.2)
+    assert waiter.is_alive()
+    queue.abort()
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and got == [None]
