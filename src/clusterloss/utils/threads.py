@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 
 import torch
@@ -44,14 +43,13 @@ def _running_threads(path: str) -> int:
 def busy_elsewhere(samples: int = 3) -> int | None:
     """Threads of *other* processes running right now: the kernel's count of runnable threads
     (``procs_running`` in /proc/stat) minus this process's own running threads, the smallest of a few
-    samples; None where /proc is not there (not Linux)."""
+    samples (back to back, ~0.1 ms each); None where /proc is not there (not Linux)."""
     try:
         counts = []
         for _ in range(samples):
             with open("/proc/stat", "rb") as handle:
                 line = next(row for row in handle if row.startswith(b"procs_running"))
             counts.append(int(line.split()[1]) - _running_threads("/proc/self/task"))
-            time.sleep(0.001)
     except (OSError, StopIteration, ValueError):
         return None
     return max(0, min(counts))
