@@ -54,9 +54,11 @@ def test_eval_speed_at_the_smallest_size():
     # --repeat 2: the warm (second) call of each tool, and their ratio on our row
     warm_ours, warm_pml = float(ours[17]), float(pml[17])
     assert warm_ours > 0 and warm_pml > 0
-    # printed to 0.1 from unrounded times; the times printed to 0.01 s
-    assert ours[18].endswith("x") and float(ours[18][:-1]) == pytest.approx(warm_pml / warm_ours, abs=0.06,
-                                                                             rel=0.02)
+    # The ratio is printed to 0.1 from unrounded times, the times to 0.01 s: it must lie within what any
+    # times that round to the printed ones give (a warm call of ~0.15 s is only known to +-3 % here).
+    assert ours[18].endswith("x")
+    low, high = (warm_pml - 0.005) / (warm_ours + 0.005), (warm_pml + 0.005) / (warm_ours - 0.005)
+    assert low - 0.05 - 1e-9 <= float(ours[18][:-1]) <= high + 0.05 + 1e-9
 
 
 @pytest.mark.slow
