@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -77,6 +78,35 @@ def test_jit_takes_numba_options_as_a_decorator_factory():
         return twice(twice(x))
 
     assert four_times(3) == 12 and twice.targetoptions.get("inline") == "always"
+
+
+_START_COMPILER = """
+import gc, json, sys
+import torch  # noqa: F401  (the heap that numba's start-up would make full collections walk)
+gc.{switch}()
+from clusterloss.utils.compiled import start_compiler
+def state():  # numba's implementation modules are imported by its start-up, not by `import numba`
+    return ["numba.np.arraymath" in sys.modules, gc.get_stats()[2]["collections"], gc.isenabled()]
+before = state()
+start_compiler()
+after = state()
+start_compiler()
+print(json.dumps([before, after, state()]))
+"""
+
+
+@pytest.mark.parametrize("switch", ["enable", "disable"])
+def test_start_compiler_starts_numba_once_without_full_collections_and_restores_the_collector(switch):
+    # (Calling a compiled function directly instead sets off one full collection here, after `import torch`.)
+    code = _START_COMPILER.format(switch=switch)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    before, after, again = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before[0] is False and after[0] is True  # a fresh process: numba started by the call
+    assert after[1] == before[1]  # no full collection while it started
+    assert before[2] == after[2] == again[2] == (switch == "enable")  # the collector as it was
+    assert again == after  # the second call did nothing
 
 
 def test_idle_cores_is_between_one_and_the_core_count(monkeypatch):

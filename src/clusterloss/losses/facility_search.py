@@ -44,7 +44,7 @@ from clusterloss.contingency import (
     score_from_statistics,
     xlogx_table,
 )
-from clusterloss.utils.compiled import jit
+from clusterloss.utils.compiled import jit, start_compiler
 
 # Objectives within this relative distance of the best count as tied; the first of the tied candidates wins.
 TIE_RTOL = 1e-10
@@ -452,6 +452,7 @@ def facility_location_search(
     The arguments are trusted (the loss checks its inputs once): ``margin_type`` one of
     :data:`clusterloss.contingency.SCORE_KINDS`, ``gamma >= 0``.
     """
+    start_compiler()
     greedy, medoids, assignment, score = _search(
         dist, classes, num_classes, KIND_CODES[margin_type], float(gamma), bool(round32), int(pam_iterations)
     )

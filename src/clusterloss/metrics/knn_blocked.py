@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from numba import prange
 
-from clusterloss.utils.compiled import jit
+from clusterloss.utils.compiled import jit, start_compiler
 from clusterloss.utils.threads import idle_cores, torch_threads
 
 __all__ = ["iter_knn_blocked", "symmetric_pass_applies"]
@@ -384,6 +384,7 @@ def iter_knn_blocked(x: torch.Tensor, k: int, queries: torch.Tensor, gallery: to
     ``order``: optional permutation of the rows of ``x`` to visit them in (all against all: rows sorted by
     label run faster); it changes nothing in the result. ``threads``: tiles worked on at once (default
     :func:`clusterloss.utils.threads.idle_cores`)."""
+    start_compiler()
     threads = idle_cores() if threads is None else max(1, int(threads))
     g = x if gallery is None else gallery
     n = x.shape[0]

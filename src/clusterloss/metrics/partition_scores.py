@@ -15,6 +15,7 @@ import torch
 from clusterloss.contingency import KIND_CODES, SCORE_KINDS
 from clusterloss.contingency import contingency_statistics as _statistics
 from clusterloss.contingency import score_from_statistics as _score_from_statistics
+from clusterloss.utils.compiled import start_compiler
 from clusterloss.validation import check_labels
 
 _STAT_NAMES = ("sum_f_cells", "sum_f_rows", "sum_f_cols", "sum_sq_cells", "sum_sq_rows", "sum_sq_cols", "emi")
@@ -38,6 +39,7 @@ def contingency_statistics(labels_true, labels_pred, with_emi: bool = True) -> d
     p, n_cols = _as_codes(labels_pred, "labels_pred")
     if t.shape[0] != p.shape[0]:
         raise ValueError(f"labels_true and labels_pred differ in length: {t.shape[0]} vs {p.shape[0]}")
+    start_compiler()
     values = _statistics(t, p, n_rows, n_cols, with_emi)
     stats: dict[str, float | int | None] = {"n": int(t.shape[0]), "n_rows": n_rows, "n_cols": n_cols}
     stats.update(zip(_STAT_NAMES, (float(v) for v in values), strict=True))
@@ -64,6 +66,7 @@ def scores_from_statistics(
         raise ValueError(f"unknown partition score kind {kind!r}; choose one of {SCORE_KINDS}")
     if kind == "ami" and emi is None:
         raise ValueError("kind='ami' needs the expected mutual information (emi)")
+    start_compiler()
     return float(
         _score_from_statistics(
             KIND_CODES[kind],
