@@ -24,6 +24,14 @@ Tools, each with its k-means settings stated in the table:
 * PML: ``AccuracyCalculator(include=(NMI, AMI, precision_at_1, r_precision, mean_average_precision_at_r),
   k="max_bin_count")``: faiss k-means (``FaissKMeans(niter=20)``, one run, seed 1234) and a faiss kNN.
 
+Per-process costs, reported apart from the evaluation call: "import (s)" is the tool's own import (after torch
+and numpy, which both tools need): ``from clusterloss.metrics import ...`` for us, PML's ``AccuracyCalculator``
+(which imports scikit-learn and scipy) for PML. numba imports most of its machinery only at a process's first
+compiled call, so our first call carries numba's start-up; the line under the table measures that start-up
+alone in a fresh process (``clusterloss.utils.compiled.start_compiler()`` after the imports, which our
+evaluation's first compiled call runs). "fresh process" = import + first call: what a script that imports the
+tool and evaluates once pays.
+
 At N = 1M the exact leave-one-out kNN of all 1M queries costs ~10^12 distance evaluations (~25 min on
 2 cores), so the retrieval metrics use a random 20,000-query subset searched against all 1M points (k-means
 still clusters all 1M points), and PML is skipped (it would need the full 1M x 1M search and a 1M x 999 int64
@@ -95,17 +103,32 @@ def current_rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def numba_startup_seconds() -> float:
+    """numba's start-up in a fresh process after our imports, as our evaluation's first compiled call pays
+    it (``clusterloss.utils.compiled.start_compiler``: numba's typing and lowering registries loaded, the
+    garbage collector paused)."""
+    import torch  # noqa: F401  (imported first, as in the evaluation workers)
+
+    from clusterloss.metrics import clustering_scores, retrieval_metrics  # noqa: F401
+    from clusterloss.utils.compiled import start_compiler
+
+    start = time.perf_counter()
+    start_compiler()
+    return time.perf_counter() - start
+
+
 def worker(tool: str, n: int, seeds: int, iterations: int = 20, knn_backend: str = "auto",
            repeat: int = 1) -> dict:
     classes, dim, ks = CONFIGS[n]
-    if tool == "clusterloss":
-        import torch
+    import torch  # both tools need torch (and numpy): not counted as the tool's import
 
+    start = time.perf_counter()
+    if tool == "clusterloss":
         from clusterloss.metrics import clustering_scores, retrieval_metrics
         from clusterloss.utils.threads import idle_cores, torch_threads
     else:
-        import torch
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    import_seconds = time.perf_counter() - start
     x, y = make_data(n, classes, dim)
     base = current_rss_mb()
     load = os.getloadavg()[0]
@@ -138,7 +161,8 @@ def worker(tool: str, n: int, seeds: int, iterations: int = 20, knn_backend: str
                       "r_precision": out["r_precision"], "map@r": out["mean_average_precision_at_r"]}
         times.append(time.perf_counter() - start)
     return {"tool": tool, "n": n, "classes": classes, "dim": dim, "seconds": times[0],
-            "repeat_seconds": min(times[1:]) if repeat > 1 else None, "seeds": seeds,
+            "repeat_seconds": float(np.median(times[1:])) if repeat > 1 else None, "seeds": seeds,
+            "import_seconds": import_seconds, "warm_seconds": times[1:],
             "iterations": iterations if tool == "clusterloss" else 20,
             "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "parts": parts, "load": load, **result}
 
@@ -147,6 +171,8 @@ def run(tool: str, n: int, seeds: int, timeout: float, iterations: int = 20,
         knn_backend: str = "auto", repeat: int = 1) -> dict:
     cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds), str(iterations), knn_backend,
            str(repeat)]
+    if tool == "numba-startup":
+        cmd = [sys.executable, __file__, "--numba-startup"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
@@ -169,19 +195,24 @@ def main() -> None:
                         help="our kNN backend (retrieval_metrics(backend=...)); PML always uses faiss")
     parser.add_argument("--repeat", type=int, default=1,
                         help="calls per process on the same data: the time column is the first call (a "
-                             "fresh process: numba's and faiss's start-up included), 'warm' the fastest "
+                             "fresh process: numba's and faiss's start-up included), 'warm' the median "
                              "of the others (an evaluation inside a training run)")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--numba-startup", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    if args.numba_startup:
+        print(json.dumps({"seconds": numba_startup_seconds()}))
+        return
     if args.worker:
         tool, n, seeds, iterations, knn_backend, repeat = args.worker
         print(json.dumps(worker(tool, int(n), int(seeds), int(iterations), knn_backend, int(repeat))))
         return
     header = ("| N | D | classes | tool | time (s) | peak RSS (MB) | base RSS (MB) | NMI | AMI | R@1 | "
               "R-Prec | MAP@R | PML time / this | k-means runs x iterations | R@K (largest K) | load | "
-              "breakdown | warm (s) | PML warm / this warm |")
+              "breakdown | warm (s) | PML warm / this warm | import (s) | fresh process (s) | "
+              "PML fresh / this fresh |")
     # The machine may be shared: the 1-minute load average says how many cores each run really had.
     print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)\n")
     print(header)
@@ -204,7 +235,7 @@ def main() -> None:
             if n >= SUBSET_FROM and r["tool"] == "clusterloss":
                 name += f" ({SUBSET_QUERIES // 1000}k-query subset)"
             if "note" in r:
-                print(f"| {n:,} | {dim} | {classes} | {name} | {r['note']} |" + " |" * 14, flush=True)
+                print(f"| {n:,} | {dim} | {classes} | {name} | {r['note']} |" + " |" * 17, flush=True)
                 continue
             ratio = ""
             if r["tool"] == "clusterloss" and "seconds" in pml:
@@ -214,13 +245,20 @@ def main() -> None:
             warm_ratio = ""
             if warm and r["tool"] == "clusterloss" and pml.get("repeat_seconds"):
                 warm_ratio = f"{pml['repeat_seconds'] / r['repeat_seconds']:.1f}x"
+            fresh = r["import_seconds"] + r["seconds"]
+            fresh_ratio = ""
+            if r["tool"] == "clusterloss" and "seconds" in pml:
+                fresh_ratio = f"{(pml['import_seconds'] + pml['seconds']) / fresh:.1f}x"
             print(f"| {n:,} | {dim} | {r['classes']} | {name} | {r['seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} | {r['base_rss_mb']:.0f} | {r['nmi']:.4f} | {r['ami']:.4f} | "
                   f"{r['recall@1']:.4f} | {r['r_precision']:.4f} | {r['map@r']:.4f} | {ratio} | "
                   f"{r['seeds']} x {r['iterations']} | {recall_last} | {r['load']:.1f} | {r['parts']} | "
-                  f"{warm} | "
-                  f"{warm_ratio} |",
+                  f"{warm} | {warm_ratio} | {r['import_seconds']:.2f} | {fresh:.2f} | {fresh_ratio} |",
                   flush=True)
+    startup = run("numba-startup", 0, 0, args.timeout)
+    if "seconds" in startup:
+        print(f"\nnumba start-up in a fresh process (first compiled call after the imports; part of our "
+              f"first call): {startup['seconds']:.2f} s")
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
 
 

@@ -47,7 +47,8 @@ def test_data_speed_photo_rows_on_a_tiny_cub(tmp_path):
 
 @pytest.mark.slow
 def test_eval_speed_at_the_smallest_size():
-    rows = {r[3]: r for r in _table_rows(_run("eval_speed.py", "--sizes", "10000", "--repeat", "2"))}
+    out = _run("eval_speed.py", "--sizes", "10000", "--repeat", "2")
+    rows = {r[3]: r for r in _table_rows(out)}
     ours, pml = rows["clusterloss"], rows["PML AccuracyCalculator"]
     assert ours[0] == "10,000" and float(ours[4]) > 0
     assert ours[9:12] == pml[9:12]  # R@1, R-Precision, MAP@R: the same numbers as PML's
@@ -59,6 +60,16 @@ def test_eval_speed_at_the_smallest_size():
     assert ours[18].endswith("x")
     low, high = (warm_pml - 0.005) / (warm_ours + 0.005), (warm_pml + 0.005) / (warm_ours - 0.005)
     assert low - 0.05 - 1e-9 <= float(ours[18][:-1]) <= high + 0.05 + 1e-9
+    # Per-process costs: each tool's import, and import + first call ("fresh process") with its ratio,
+    # which must agree with the printed (rounded) times the same way.
+    for row in (ours, pml):
+        first, imported, fresh = float(row[4]), float(row[19]), float(row[20])
+        assert imported > 0 and abs(fresh - (first + imported)) <= 0.05 + 0.005 + 1e-9
+    fresh_ours, fresh_pml = float(ours[20]), float(pml[20])
+    low, high = (fresh_pml - 0.005) / (fresh_ours + 0.005), (fresh_pml + 0.005) / (fresh_ours - 0.005)
+    assert ours[21].endswith("x") and low - 0.05 - 1e-9 <= float(ours[21][:-1]) <= high + 0.05 + 1e-9
+    startup = [line for line in out.splitlines() if line.startswith("numba start-up in a fresh process")]
+    assert len(startup) == 1 and float(startup[0].rsplit(": ", 1)[1].removesuffix(" s")) > 0
 
 
 @pytest.mark.slow
