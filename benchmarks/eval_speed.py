@@ -24,13 +24,13 @@ Tools, each with its k-means settings stated in the table:
 * PML: ``AccuracyCalculator(include=(NMI, AMI, precision_at_1, r_precision, mean_average_precision_at_r),
   k="max_bin_count")``: faiss k-means (``FaissKMeans(niter=20)``, one run, seed 1234) and a faiss kNN.
 
-Per-process costs, reported apart from the evaluation call: "import (s)" is the tool's own import (after torch
-and numpy, which both tools need): ``from clusterloss.metrics import ...`` for us, PML's ``AccuracyCalculator``
-(which imports scikit-learn and scipy) for PML. numba imports most of its machinery only at a process's first
-compiled call, so our first call carries numba's start-up; the line under the table measures that start-up
-alone in a fresh process (``clusterloss.utils.compiled.start_compiler()`` after the imports, which our
-evaluation's first compiled call runs). "fresh process" = import + first call: what a script that imports the
-tool and evaluates once pays.
+Per-process costs, reported apart from the evaluation call: "import (s)" is the tool's own import (after
+torch and numpy, which both tools need): ``from clusterloss.metrics import ...`` for us, PML's
+``AccuracyCalculator`` (which imports scikit-learn and scipy) for PML. numba imports most of its machinery
+only at a process's first compiled call, so our first call carries numba's start-up; the line under the table
+measures that start-up alone in a fresh process (``clusterloss.utils.compiled.start_compiler()`` after the
+imports, which our evaluation's first compiled call runs). "fresh process" = import + first call: what a
+script that imports the tool and evaluates once pays.
 
 At N = 1M the exact leave-one-out kNN of all 1M queries costs ~10^12 distance evaluations (~25 min on
 2 cores), so the retrieval metrics use a random 20,000-query subset searched against all 1M points (k-means

@@ -58,6 +58,15 @@ def test_streamed_pass_query_subset_and_gallery_match_the_oracle():
     np.testing.assert_array_equal(idx, oracle_knn(x, 23, gallery=gallery))
 
 
+def test_partial_tiles_reach_the_kernel_as_c_contiguous_arrays():
+    # 50 rows in tiles of 7 (the last one 1 wide), symmetric and streamed: the products of partial tiles are
+    # written contiguously, so the kernel has one array layout (one cached load in a fresh process).
+    x = np.random.default_rng(2).normal(size=(50, 3)).astype(np.float32)
+    blocked(x, 4)
+    blocked(x, 4, queries=np.arange(5))
+    assert {sig[0].layout for sig in knn_blocked._scan_tile.signatures} == {"C"}
+
+
 def test_reservoir_compactions_on_random_data_equal_a_full_sort():
     x, _ = make_data(n=300, d=5, seed=4)
     for k in (2, 20):

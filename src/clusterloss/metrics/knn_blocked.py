@@ -298,7 +298,7 @@ def _run_tiles(tiles, work, threads: int, tile: int, k: int) -> None:
     queue = _TileQueue(tiles)
 
     def loop():
-        buf, scratch = torch.empty(tile, tile), _scratch(tile, k)
+        buf, scratch = torch.empty(tile * tile), _scratch(tile, k)  # flat: see _product
         done = None
         try:
             while (current := queue.take(done)) is not None:
@@ -318,6 +318,14 @@ def _run_tiles(tiles, work, threads: int, tile: int, k: int) -> None:
                 future.result()
 
 
+def _product(a: torch.Tensor, b: torch.Tensor, buf: torch.Tensor) -> np.ndarray:
+    """``a @ b.T`` written into the front of the flat buffer ``buf``: a C-contiguous array for a partial tile
+    too (a slice of a square buffer would not be), so :func:`_scan_tile` is compiled and loaded for one
+    array layout only (one cached load fewer in a fresh process)."""
+    rows, cols = a.shape[0], b.shape[0]
+    return torch.mm(a, b.T, out=buf[: rows * cols].view(rows, cols)).numpy()
+
+
 def _symmetric(x: torch.Tensor, sq: np.ndarray, ids: np.ndarray, k: int, tile: int, threads: int):
     """All against all, half the products; row p of ``x`` is sample ``ids[p]``, and reservoir p is its.
 
@@ -334,7 +342,7 @@ def _symmetric(x: torch.Tensor, sq: np.ndarray, ids: np.ndarray, k: int, tile: i
     def work(pair, buf, scratch):
         r0, c0 = pair[0] * tile, pair[1] * tile
         r1, c1 = min(r0 + tile, n), min(c0 + tile, n)
-        dot = torch.mm(x[r0:r1], x[c0:c1].T, out=buf[: r1 - r0, : c1 - c0]).numpy()
+        dot = _product(x[r0:r1], x[c0:c1], buf)
         diagonal = r0 == c0
         _scan_tile(dot, sq[r0:r1], sq[c0:c1], ids[r0:r1], ids[c0:c1], rows[r0:r1],
                    no_cols if diagonal else rows[c0:c1], ids[r0:r1] if diagonal else none[: r1 - r0],
@@ -359,7 +367,7 @@ def _streamed(xq: torch.Tensor, sqq: np.ndarray, g: torch.Tensor, sqg: np.ndarra
         r1 = min(r0 + tile, b)
         for c0 in range(0, m, tile):
             c1 = min(c0 + tile, m)
-            dot = torch.mm(xq[r0:r1], g[c0:c1].T, out=buf[: r1 - r0, : c1 - c0]).numpy()
+            dot = _product(xq[r0:r1], g[c0:c1], buf)
             _scan_tile(dot, sqq[r0:r1], sqg[c0:c1], no_cols, gallery_ids[c0:c1], res[r0:r1], no_cols,
                        self_ids[r0:r1], keys, count, thr, k, scratch)
 
