@@ -42,8 +42,9 @@ def start_compiler() -> None:
     A process's first call of any compiled function (cached or not) makes numba import its implementation
     modules and build its typing and lowering registries (about a thousand overload templates). That burst
     of new objects sets off full collections, each of which walks every object in the process, torch's
-    included: measured here after ``import torch``, the first call took 0.48-0.52 s with the collector on
-    and 0.32-0.33 s with it paused (no garbage is left behind: those objects live as long as the process).
+    included. Measured here in fresh processes after ``import torch`` and our metrics: 0.39-0.47 s with the
+    collector on, 0.31-0.41 s with it paused (README, "Evaluation speed"). Pausing leaves no garbage behind:
+    those objects live as long as the process.
     Called by the Python entry points of compiled code (the partition scores, the blocked kNN, the loss's
     search) before their first compiled call; the collector is switched back on only if it was on.
     """
