@@ -162,17 +162,18 @@ def worker(tool: str, n: int, seeds: int, iterations: int = 20, knn_backend: str
         times.append(time.perf_counter() - start)
     return {"tool": tool, "n": n, "classes": classes, "dim": dim, "seconds": times[0],
             "repeat_seconds": float(np.median(times[1:])) if repeat > 1 else None, "seeds": seeds,
-            "import_seconds": import_seconds, "warm_seconds": times[1:],
+            "import_seconds": import_seconds,
             "iterations": iterations if tool == "clusterloss" else 20,
             "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "parts": parts, "load": load, **result}
 
 
 def run(tool: str, n: int, seeds: int, timeout: float, iterations: int = 20,
         knn_backend: str = "auto", repeat: int = 1) -> dict:
-    cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds), str(iterations), knn_backend,
-           str(repeat)]
     if tool == "numba-startup":
         cmd = [sys.executable, __file__, "--numba-startup"]
+    else:
+        cmd = [sys.executable, __file__, "--worker", tool, str(n), str(seeds), str(iterations), knn_backend,
+               str(repeat)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:

@@ -18,6 +18,14 @@ def _run(script: str, *args: str, timeout: float = 300) -> str:
     return done.stdout
 
 
+def _ratio_agrees(printed: str, numerator: float, denominator: float) -> bool:
+    """A ratio printed to 0.1 ("2.8x") from unrounded times lies within what any times that round to the
+    printed ones (to 0.01 s) give: a call of ~0.15 s is only known to +-3 % here."""
+    low = (numerator - 0.005) / (denominator + 0.005)
+    high = (numerator + 0.005) / (denominator - 0.005)
+    return printed.endswith("x") and low - 0.05 - 1e-9 <= float(printed[:-1]) <= high + 0.05 + 1e-9
+
+
 def _table_rows(out: str) -> list[list[str]]:
     rows = [line for line in out.splitlines() if line.startswith("|") and not line.startswith("|--")
             and not line.startswith("|:") and "---" not in line]
@@ -55,19 +63,12 @@ def test_eval_speed_at_the_smallest_size():
     # --repeat 2: the warm (second) call of each tool, and their ratio on our row
     warm_ours, warm_pml = float(ours[17]), float(pml[17])
     assert warm_ours > 0 and warm_pml > 0
-    # The ratio is printed to 0.1 from unrounded times, the times to 0.01 s: it must lie within what any
-    # times that round to the printed ones give (a warm call of ~0.15 s is only known to +-3 % here).
-    assert ours[18].endswith("x")
-    low, high = (warm_pml - 0.005) / (warm_ours + 0.005), (warm_pml + 0.005) / (warm_ours - 0.005)
-    assert low - 0.05 - 1e-9 <= float(ours[18][:-1]) <= high + 0.05 + 1e-9
-    # Per-process costs: each tool's import, and import + first call ("fresh process") with its ratio,
-    # which must agree with the printed (rounded) times the same way.
+    assert _ratio_agrees(ours[18], warm_pml, warm_ours)
+    # Per-process costs: each tool's import, and import + first call ("fresh process") with its ratio.
     for row in (ours, pml):
         first, imported, fresh = float(row[4]), float(row[19]), float(row[20])
         assert imported > 0 and abs(fresh - (first + imported)) <= 0.05 + 0.005 + 1e-9
-    fresh_ours, fresh_pml = float(ours[20]), float(pml[20])
-    low, high = (fresh_pml - 0.005) / (fresh_ours + 0.005), (fresh_pml + 0.005) / (fresh_ours - 0.005)
-    assert ours[21].endswith("x") and low - 0.05 - 1e-9 <= float(ours[21][:-1]) <= high + 0.05 + 1e-9
+    assert _ratio_agrees(ours[21], float(pml[20]), float(ours[20]))
     startup = [line for line in out.splitlines() if line.startswith("numba start-up in a fresh process")]
     assert len(startup) == 1 and float(startup[0].rsplit(": ", 1)[1].removesuffix(" s")) > 0
 
